@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import NamedTuple
 
 import torch
@@ -86,3 +87,20 @@ class Tokenizer(Buildable, nn.Module):
             raise RuntimeError("this tokenizer has no decoder; build it with decoder=... to decode")
         return self.decoder.sample(self.embed(indices), steps=steps, sampler=sampler, guidance=guidance,
                                    generator=generator)
+
+    def save_pretrained(self, directory: str | Path, *, include_encoder: bool = True,
+                        card: dict | None = None) -> Path:
+        """Write a self-contained folder (config.json, model.safetensors, README.md); see tokenizer/hub.py."""
+        from tokenizer import hub  # imported here: hub imports this module
+
+        return hub.save_pretrained(self, directory, include_encoder=include_encoder, card=card)
+
+    @classmethod
+    def from_pretrained(cls, directory: str | Path) -> Tokenizer:
+        """Load a folder written by save_pretrained or `armkit export`, without unpickling; see tokenizer/hub.py."""
+        from tokenizer import hub
+
+        tok = hub.from_pretrained(directory)
+        if not isinstance(tok, cls):
+            raise hub.ExportError(f"{directory} holds a {type(tok).__name__}, not a {cls.__name__}")
+        return tok

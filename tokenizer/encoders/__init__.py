@@ -1,6 +1,19 @@
-"""Vision-encoder plugins: each maps images in [0, 1] to patch tokens [B, N, C]."""
+"""Vision-encoder plugins: each maps images in [0, 1] to patch tokens [B, N, C].
+
+open_clip and transformers encoders load lazily, so loading an exported timm tokenizer imports neither.
+"""
 
 from tokenizer.encoders.base import VisionEncoder
 from tokenizer.encoders.timm_encoder import TimmEncoder
 
-__all__ = ["TimmEncoder", "VisionEncoder"]
+_LAZY = {"HFVisionEncoder": "tokenizer.encoders.hf_encoder", "OpenCLIPEncoder": "tokenizer.encoders.open_clip_encoder"}
+
+__all__ = ["HFVisionEncoder", "OpenCLIPEncoder", "TimmEncoder", "VisionEncoder"]
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'tokenizer.encoders' has no attribute {name!r}")

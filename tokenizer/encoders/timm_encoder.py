@@ -38,6 +38,7 @@ class TimmEncoder(VisionEncoder):
         self.mean = tuple(cfg.get("mean", (0.485, 0.456, 0.406)))
         self.std = tuple(cfg.get("std", (0.229, 0.224, 0.225)))
         self.stage = stage
+        self.model.eval()  # the probe below must not touch BatchNorm running statistics
         with torch.no_grad():  # read width and grid off one dummy forward: works for every timm family
             probe = self.features(torch.zeros(1, 3, *self.image_size), keep_grid=True)
         self.width = int(probe.shape[1])

@@ -1,0 +1,86 @@
+"""`armkit train [fit|validate] --config recipes/tokenizer/NAME.yaml [--key=value ...] [--ckpt_path last]`.
+
+LightningCLI underneath: every part (encoder, losses, decoder, data, callbacks, strategy) is a `class_path` /
+`init_args` block in YAML. Before any model is built, `preflight` checks the parsed config for the mistakes that
+would otherwise surface minutes later: missing weight files and FSQ levels FSQ cannot use.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import Any
+
+from lightning.pytorch.cli import LightningCLI
+from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+
+from recipes.data import ShardDataModule
+from recipes.module import TokenizerModule
+
+WEIGHT_KEYS = ("weights", "path", "vae_path")
+
+
+class ConfigCheckError(SystemExit):
+    pass
+
+
+def _walk(node: Any, where: str):
+    if isinstance(node, dict):
+        for k, v in node.items():
+            yield f"{where}.{k}" if where else str(k), k, v
+            yield from _walk(v, f"{where}.{k}" if where else str(k))
+    elif isinstance(node, list):
+        for i, v in enumerate(node):
+            yield from _walk(v, f"{where}[{i}]")
+
+
+def preflight(config: Any) -> None:
+    """Raise one error naming the key and the fix, before any model is built."""
+    tree = config.as_dict() if hasattr(config, "as_dict") else config
+    for where, key, value in _walk(tree, ""):
+        if key in WEIGHT_KEYS and isinstance(value, str) and value and not Path(value).expanduser().exists():
+            raise ConfigCheckError(f"config error: {where} = {value!r} does not exist. Give a local path to the "
+                                   "weights (for the demo's models run `armkit assets`), or remove the key.")
+        if key == "levels":
+            levels = value if isinstance(value, list) else None
+            if not levels or not all(isinstance(v, int) and v >= 2 for v in levels):
+                raise ConfigCheckError(f"config error: {where} = {value!r}: FSQ levels must be a list of integers "
+                                       ">= 2, e.g. [8, 8, 8, 5, 5, 5] or [2]*16")
+        if key in ("train", "val") and where.startswith("data.") and isinstance(value, str) and value \
+                and "{" not in value and not Path(value).expanduser().exists():
+            raise ConfigCheckError(f"config error: {where} = {value!r} does not exist. Write shards first, e.g. "
+                                   "`armkit data emoji --out data/emoji`.")
+
+
+class ArmkitCLI(LightningCLI):
+    """LightningCLI with armkit's defaults: everything a run writes lives under `trainer.default_root_dir`
+    (CSV + TensorBoard logs unless `trainer.logger` names others, checkpoints in `checkpoints/`)."""
+
+    def before_instantiate_classes(self) -> None:
+        preflight(self.config[self.subcommand] if self.subcommand else self.config)
+
+    def _instantiate_trainer(self, config: dict[str, Any], callbacks: list) -> Any:
+        root = config.get("default_root_dir") or "runs"
+        if config.get("logger") in (None, True):
+            config["logger"] = [CSVLogger(root, name="csv"), TensorBoardLogger(root, name="tb")]  # version_N each
+        trainer = super()._instantiate_trainer(config, callbacks)
+        for cb in trainer.checkpoint_callbacks:  # resolved now, so that `--ckpt_path last` can find it
+            if getattr(cb, "dirpath", None) is None:
+                cb.dirpath = str(Path(root) / "checkpoints")
+        return trainer
+
+
+def main(argv: list[str] | None = None) -> int:
+    # Frozen teachers are in eval mode on purpose; `args=` is how armkit hands LightningCLI its arguments.
+    warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
+    warnings.filterwarnings("ignore", message=r"LightningCLI's args parameter")
+    argv = list(argv or [])
+    if not argv or argv[0] not in ("fit", "validate"):
+        argv = ["fit", *argv]
+    try:
+        ArmkitCLI(TokenizerModule, ShardDataModule, args=argv, save_config_kwargs={"overwrite": True},
+                  auto_configure_optimizers=False)
+    except ConfigCheckError as e:
+        print(e.code)
+        return 2
+    return 0

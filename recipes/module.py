@@ -1,0 +1,87 @@
+"""`TokenizerModule`: trains a `Tokenizer` with a `LossSet` under Lightning.
+
+Only the tokenizer's projections, its decoder and the losses' own heads/adapters/scalars train; frozen parts have
+requires_grad=False and are skipped by the optimizer. Randomness inside a step (flow noise, timesteps, condition
+dropout) is re-seeded from (seed, global_step, rank) at every step, so a resumed run draws exactly what an
+uninterrupted one would.
+"""
+
+from __future__ import annotations
+
+import math
+
+import lightning as L
+import torch
+
+from tokenizer import Tokenizer, to_spec
+from tokenizer.losses import LossSet
+
+
+class TokenizerModule(L.LightningModule):
+    def __init__(self, *, tokenizer: Tokenizer, losses: LossSet, lr: float = 3e-4,
+                 betas: tuple[float, float] = (0.9, 0.95), weight_decay: float = 0.0, warmup_steps: int = 0,
+                 cosine_steps: int = 0, seed: int = 0, usage_window: int = 50) -> None:
+        super().__init__()
+        self.tokenizer = tokenizer
+        self.losses = losses
+        self.lr, self.betas, self.weight_decay = lr, tuple(betas), weight_decay
+        self.warmup_steps, self.cosine_steps = warmup_steps, cosine_steps
+        self.seed = seed
+        self.usage_window = usage_window
+        self._recent: list[torch.Tensor] = []  # indices of the last `usage_window` steps
+
+    def setup(self, stage: str) -> None:
+        self.losses.set_distributed(self.global_rank, self.trainer.world_size)
+
+    # -- training -------------------------------------------------------------------------------------------
+    def on_train_batch_start(self, batch, batch_idx: int) -> None:
+        torch.manual_seed(hash((self.seed, self.global_step, self.global_rank)) % 2**63)
+
+    def _step(self, batch: dict, prefix: str) -> torch.Tensor:
+        out = self.tokenizer(batch["image"])
+        loss, logs = self.losses(out, batch, self.tokenizer)
+        bs = batch["image"].shape[0]
+        self.log_dict({f"{prefix}/{k}": v for k, v in logs.items()}, batch_size=bs, sync_dist=prefix == "val")
+        self.log(f"{prefix}_loss", loss.detach(), prog_bar=True, batch_size=bs, sync_dist=prefix == "val")
+        if prefix == "train":
+            self._log_usage(out.indices)
+            if "skipped" in batch:
+                self.log("data/skipped", float(batch["skipped"]), batch_size=bs, reduce_fx="sum", sync_dist=True)
+        return loss
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        return self._step(batch, "train")
+
+    def validation_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        return self._step(batch, "val")
+
+    def _log_usage(self, indices: torch.Tensor) -> None:
+        """Codebook usage over the last `usage_window` steps: distinct codes used / codebook size."""
+        self._recent = (self._recent + [indices.detach().flatten().cpu()])[-self.usage_window:]
+        used = torch.unique(torch.cat(self._recent)).numel()
+        self.log("codes/usage_window", used / self.tokenizer.codebook_size, prog_bar=True)
+        self.log("codes/distinct_window", float(used))
+
+    # -- optimisation ---------------------------------------------------------------------------------------
+    def configure_optimizers(self):
+        params = [p for p in self.parameters() if p.requires_grad]
+        opt = torch.optim.AdamW(params, lr=self.lr, betas=self.betas, weight_decay=self.weight_decay)
+
+        def factor(step: int) -> float:  # linear warmup, then cosine decay to 10% over cosine_steps (or constant)
+            if step < self.warmup_steps:
+                return (step + 1) / self.warmup_steps
+            if self.cosine_steps <= 0:
+                return 1.0
+            progress = min(1.0, (step - self.warmup_steps) / self.cosine_steps)
+            return 0.1 + 0.45 * (1 + math.cos(math.pi * progress))
+
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    # -- checkpoints carry the specs as plain JSON, so export needs no pickled objects ----------------------
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["armkit"] = {"tokenizer": to_spec(self.tokenizer), "losses": to_spec(self.losses)}
+        checkpoint["armkit_recent_indices"] = list(self._recent)
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        self._recent = list(checkpoint.get("armkit_recent_indices", []))

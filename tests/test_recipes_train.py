@@ -1,0 +1,119 @@
+"""`armkit train` on the tiny recipe: it trains, resumes exactly after SIGKILL, runs DDP on 2 CPU processes, and
+rejects bad configs before building anything."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+TINY = str(Path(__file__).resolve().parents[1] / "recipes" / "tokenizer" / "tiny.yaml")
+
+
+def armkit(*args: str) -> list[str]:
+    return [sys.executable, "-m", "recipes.cli", "train", "--config", TINY, *args]
+
+
+def common(shards: Path, root: Path) -> list[str]:
+    return [f"--data.train={shards}", f"--data.val={shards}", f"--trainer.default_root_dir={root}",
+            "--trainer.enable_progress_bar=false", "--trainer.callbacks+=lightning.pytorch.callbacks.ModelCheckpoint",
+            "--trainer.callbacks.every_n_train_steps=5", "--trainer.callbacks.save_last=true",
+            "--trainer.callbacks.save_top_k=-1"]
+
+
+def run(cmd: list[str], **kw) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
+    return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300, **kw)
+
+
+def losses(root: Path) -> dict[int, float]:
+    import csv
+
+    rows = []
+    for path in sorted((root / "csv").glob("version_*/metrics.csv")):
+        rows += [r for r in csv.DictReader(path.open()) if r.get("train/loss/total")]
+    return {int(r["step"]): float(r["train/loss/total"]) for r in rows}
+
+
+def weights(ckpt: Path) -> dict[str, torch.Tensor]:
+    return torch.load(ckpt, map_location="cpu", weights_only=True)["state_dict"]
+
+
+def test_sigkill_then_resume_matches_uninterrupted_run(tiny_shards, tmp_path):
+    straight, killed = tmp_path / "straight", tmp_path / "killed"
+    done = run(armkit(*common(tiny_shards, straight)))
+    assert done.returncode == 0, done.stderr[-3000:]
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(armkit(*common(tiny_shards, killed), "--trainer.max_steps=1000"), env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    target = killed / "checkpoints" / "epoch=0-step=10.ckpt"
+    deadline = time.time() + 240
+    while not target.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)  # mid-epoch: the stream is infinite, nowhere near step 1000
+    proc.wait()
+    assert target.exists(), "the killed run never reached its step-10 checkpoint"
+    assert (killed / "checkpoints" / "last.ckpt").exists()
+
+    resumed = run(armkit(*common(tiny_shards, killed), "--ckpt_path", "last"))
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "Restored all states" in resumed.stdout + resumed.stderr
+
+    a, b = losses(straight), losses(killed)
+    assert max(a) == max(b) == 19
+    for step in (14, 19):  # steps trained after the resume, logged every 5 steps
+        assert b[step] == pytest.approx(a[step], rel=1e-5, abs=1e-6), (step, a[step], b[step])
+    wa, wb = weights(straight / "checkpoints" / "last.ckpt"), weights(killed / "checkpoints" / "last.ckpt")
+    assert wa.keys() == wb.keys()
+    for k in wa:
+        assert torch.allclose(wa[k], wb[k], atol=1e-6), k
+    grid = list((straight / "csv").glob("version_*/grids/last.png"))
+    assert grid, "no reconstruction grid written"
+
+
+def test_ddp_two_cpu_processes_disjoint_data_identical_weights(tiny_shards, tmp_path):
+    root = tmp_path / "ddp"
+    done = run(armkit(f"--data.train={tiny_shards}", f"--data.val={tiny_shards}",
+                      f"--trainer.default_root_dir={root}", "--trainer.enable_progress_bar=false",
+                      "--trainer.strategy=ddp", "--trainer.devices=2", "--trainer.max_steps=3",
+                      "--data.batch_size=4", "--trainer.limit_val_batches=0",
+                      "--trainer.callbacks+=recipes.callbacks.SampleAudit"))
+    assert done.returncode == 0, done.stderr[-3000:]
+    audits = [json.loads(p.read_text()) for p in sorted(root.rglob("audit/rank*.json"))]
+    assert [a["rank"] for a in audits] == [0, 1] and all(a["world_size"] == 2 for a in audits)
+    k0, k1 = set(audits[0]["keys"]), set(audits[1]["keys"])
+    assert len(audits[0]["keys"]) == len(audits[1]["keys"]) == 12  # 3 steps x batch 4 on each rank
+    assert not k0 & k1, f"ranks shared samples: {sorted(k0 & k1)}"
+    assert audits[0]["weights_sha256"] == audits[1]["weights_sha256"]
+
+
+@pytest.mark.parametrize("override, names", [
+    ("--model.tokenizer.encoder.init_args.weights=/nonexistent/enc.safetensors", "encoder.init_args.weights"),
+    ("--model.tokenizer.levels=[8,1,5]", "levels"),
+    ("--data.train=/nonexistent/shards", "data.train"),
+])
+def test_bad_config_is_one_error_naming_the_key(override, names, capsys, monkeypatch):
+    from recipes.commands import train
+
+    built = []
+    monkeypatch.setattr(train.TokenizerModule, "__init__", lambda *a, **k: built.append(1))
+    assert train.main(["--config", TINY, override]) == 2
+    out = capsys.readouterr().out
+    assert names in out and "config error" in out
+    assert not built, "a model was built before the config was checked"
+
+
+def test_unknown_key_is_named(capsys):
+    from recipes.commands import train
+
+    with pytest.raises(SystemExit):
+        train.main(["--config", TINY, "--model.tokenizer.levelz=[8,5]"])
+    assert "levelz" in capsys.readouterr().err

@@ -1,0 +1,406 @@
+"""Save and load a Tokenizer as a self-contained folder, in the manner of huggingface_hub's PyTorchModelHubMixin.
+
+    DIR/config.json          what rebuilds it: the Tokenizer spec (encoder, levels, projections, decoder) and a summary
+                             checked at load (codebook size, grid, image size, normalisation, versions)
+    DIR/model.safetensors    the tokenizer's tensors: projections, decoder and, when included, the frozen encoder
+    DIR/heads.safetensors    optional: trainable loss heads evaluation reuses (sigmoid head and scalars, adapters)
+    DIR/README.md            the model card
+    DIR/encode.pt, embed.pt  optional TorchScript graphs. TorchScript is code: from_pretrained never reads them
+
+The frozen encoder is either included in model.safetensors or referenced: config.json keeps its spec (with its
+weights file) and that file's sha256, which loading checks. Loading never unpickles: tensors come from safetensors
+only and objects only through `buildable.build`, which refuses classes outside armkit's packages. This module imports
+torch, safetensors and armkit's own packages: exported tokenizers load without lightning.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import importlib.metadata
+import json
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from tokenizer.buildable import ConfigError, build, resolve, to_spec
+from tokenizer.model import Tokenizer
+
+FORMAT, FORMAT_VERSION = "armkit.tokenizer", 1
+CONFIG_NAME, WEIGHTS_NAME, HEADS_NAME, CARD_NAME = "config.json", "model.safetensors", "heads.safetensors", "README.md"
+GRAPH_NAMES = {"encode": "encode.pt", "embed": "embed.pt"}
+ENCODER_PREFIX = "encoder."
+
+
+class ExportError(ValueError):
+    """An export that cannot be written as asked, or a folder that does not load: names the file and the key."""
+
+
+def armkit_version() -> str:
+    try:
+        return importlib.metadata.version("armkit")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def sha256_file(path: Path | str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+# -- tensors ------------------------------------------------------------------------------------------------------
+def write_safetensors(state: dict[str, torch.Tensor], path: Path) -> None:
+    """Own contiguous copies: safetensors refuses tensors that share storage (tied weights, views)."""
+    tensors = {k: v.detach().cpu().contiguous().clone() for k, v in state.items()}
+    save_file(tensors, str(path), metadata={"format": "pt"})
+
+
+def read_safetensors(path: Path) -> dict[str, torch.Tensor]:
+    """Tensors of a safetensors file; anything else (a pickle, a torch zip checkpoint) is refused unread."""
+    if not path.is_file():
+        raise ExportError(f"{path} is missing")
+    try:
+        return load_file(str(path))  # parsing safetensors runs no code, whatever the bytes
+    except (SafetensorError, OSError, ValueError) as e:
+        with open(path, "rb") as f:
+            head = f.read(2)
+        if head == b"PK" or (head[:1] == b"\x80" and 2 <= head[1] <= 5):  # pickle protocol 2-5 opcode
+            kind = "a torch.save zip archive" if head == b"PK" else "a Python pickle"
+            raise ExportError(f"{path} is {kind}, not safetensors; armkit never unpickles: re-export the "
+                              "tokenizer") from None
+        raise ExportError(f"{path} is not a valid safetensors file ({e})") from None
+
+
+def load_checked(module: nn.Module, state: dict[str, torch.Tensor], *, source: Path | str,
+                 skip: tuple[str, ...] = ()) -> None:
+    """Strict load: every expected key present with its shape, no extra key. Keys under the prefixes in `skip`
+    (a referenced encoder, frozen towers: loaded from their own files) are neither expected nor allowed."""
+    expected = {k: v for k, v in module.state_dict().items() if not (skip and k.startswith(skip))}
+    missing, unexpected = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
+    if missing:
+        raise ExportError(f"{source}: missing key(s) {missing[:5]}{' ...' if len(missing) > 5 else ''} "
+                          f"({len(missing)} of {len(expected)})")
+    if unexpected:
+        raise ExportError(f"{source}: unexpected key(s) {unexpected[:5]}{' ...' if len(unexpected) > 5 else ''}")
+    for key, want in expected.items():
+        if tuple(state[key].shape) != tuple(want.shape):
+            raise ExportError(f"{source}: key {key!r} has shape {list(state[key].shape)}, the model built from "
+                              f"{CONFIG_NAME} expects {list(want.shape)}")
+    module.load_state_dict(state, strict=False)
+
+
+def first_difference(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> str | None:
+    """The first key whose tensors differ (or that one side lacks), else None."""
+    for key in sorted(set(a) | set(b)):
+        if key not in a or key not in b or a[key].shape != b[key].shape or not torch.equal(a[key].cpu(), b[key].cpu()):
+            return key
+    return None
+
+
+# -- specs --------------------------------------------------------------------------------------------------------
+def detached(encoder_spec: dict) -> dict:
+    """The encoder's spec with nothing loaded from elsewhere (no weights file, no hub download)."""
+    args = dict(encoder_spec.get("init_args") or {})
+    if "weights" in args:
+        args["weights"] = None
+    if "pretrained" in args:
+        args["pretrained"] = False if isinstance(args["pretrained"], bool) else None
+    return {**encoder_spec, "init_args": args}
+
+
+def self_contained(spec: dict, tok: Tokenizer) -> dict:
+    """A decoder that loads a frozen VAE from a folder (LatentDiT's vae_path) gets that VAE's config instead: its
+    weights are in model.safetensors, so the folder is not needed to rebuild it."""
+    args = (spec.get("init_args") or {}).get("decoder", {}) or {}
+    args = args.get("init_args") or {}
+    vae = getattr(tok.decoder, "vae", None)
+    if args.get("vae_path") and vae is not None and hasattr(vae, "config"):
+        args["vae_config"] = json.loads(json.dumps(dict(vae.config), default=list))
+        args["vae_path"], args["vae_subfolder"] = None, None
+    return spec
+
+
+def check_classes(spec: Any, where: str) -> None:
+    """Resolve every class_path before anything is built, so a bad config fails without constructing anything."""
+    if isinstance(spec, dict):
+        if "class_path" in spec:
+            try:
+                resolve(spec["class_path"])
+            except ConfigError as e:
+                raise ExportError(f"{where}: {e}") from None
+        for key, value in spec.items():
+            check_classes(value, f"{where}.{key}")
+    elif isinstance(spec, list):
+        for i, value in enumerate(spec):
+            check_classes(value, f"{where}[{i}]")
+
+
+def frozen_prefixes(module: nn.Module) -> list[str]:
+    """State-dict prefixes of frozen parts (text towers, LMs, encoders): referenced by spec, never exported."""
+    return [f"{name}." for name, m in module.named_modules() if name and getattr(m, "frozen", False) is True]
+
+
+def head_state(heads: nn.Module) -> dict[str, torch.Tensor]:
+    """The heads' tensors without their frozen parts."""
+    skip = tuple(frozen_prefixes(heads))
+    return {k: v for k, v in heads.state_dict().items() if not (skip and k.startswith(skip))}
+
+
+# -- save ---------------------------------------------------------------------------------------------------------
+def save_pretrained(tok: Tokenizer, directory: Path | str, *, include_encoder: bool = True, card: dict | None = None,
+                    heads: nn.Module | None = None, graphs: bool = False) -> Path:
+    """Write `directory` (see the module docstring). include_encoder=False references the encoder's weights file
+    instead, after checking that file rebuilds exactly this encoder. heads: a Buildable module (e.g. the LossSet)
+    whose non-frozen tensors go to heads.safetensors. graphs: also write TorchScript encode.pt / embed.pt.
+    card: {"data": str, "metrics": {name: value}, "licenses": {part: licence}, "source": str} for README.md."""
+    directory = Path(directory)
+    spec = self_contained(copy.deepcopy(to_spec(tok)), tok)
+    enc, enc_spec = tok.encoder, spec["init_args"]["encoder"]
+    encoder: dict[str, Any] = {"class_path": enc_spec["class_path"], "included": include_encoder}
+    state = tok.state_dict()
+    if include_encoder:
+        spec["init_args"]["encoder"] = detached(enc_spec)
+    else:
+        weights = (enc_spec.get("init_args") or {}).get("weights")
+        if not weights:
+            raise ExportError("the encoder has no weights file (random init, or weights from a hub tag), so it can "
+                              "only be included: save with include_encoder=True")
+        if not enc.frozen:
+            raise ExportError("the encoder was trained (frozen=False): its weights differ from its file; include it")
+        path = Path(weights)
+        if not path.is_file():
+            raise ExportError(f"encoder weights file {path} not found; it is needed to reference the encoder")
+        difference = first_difference(build(enc_spec, where="encoder").state_dict(), enc.state_dict())
+        if difference is not None:
+            raise ExportError(f"the encoder rebuilt from {path} differs from this tokenizer's at {difference!r}; "
+                              "include the encoder instead of referencing that file")
+        encoder.update(weights=str(path.resolve()), file_name=path.name, sha256=sha256_file(path),
+                       bytes=path.stat().st_size)
+        state = {k: v for k, v in state.items() if not k.startswith(ENCODER_PREFIX)}
+    encoder.update(width=enc.width, input_size=list(enc.image_size), grid=list(enc.grid), mean=list(enc.mean),
+                   std=list(enc.std))
+    q = tok.quantizer
+    config = {
+        "format": FORMAT, "format_version": FORMAT_VERSION, "armkit_version": armkit_version(),
+        "torch_version": torch.__version__,
+        "codebook_size": tok.codebook_size, "num_tokens": tok.num_tokens, "grid": list(tok.grid),
+        "image_size": list(tok.image_size), "levels": list(q.levels), "num_codebooks": q.num_codebooks,
+        "embed_dim": tok.embed_dim, "encoder": encoder,
+        "decoder": spec["init_args"].get("decoder"), "tokenizer": spec, "heads": None, "graphs": None,
+    }
+    directory.mkdir(parents=True, exist_ok=True)
+    for stale in (HEADS_NAME, *GRAPH_NAMES.values()):  # from an earlier export into this folder
+        (directory / stale).unlink(missing_ok=True)
+    write_safetensors(state, directory / WEIGHTS_NAME)
+    if heads is not None:
+        config["heads"] = to_spec(heads)
+        write_safetensors(head_state(heads), directory / HEADS_NAME)
+    if graphs:
+        config["graphs"] = export_graphs(tok, directory)
+    (directory / CONFIG_NAME).write_text(json.dumps(config, indent=2) + "\n")
+    (directory / CARD_NAME).write_text(render_card(config, card or {}))
+    return directory
+
+
+# -- load ---------------------------------------------------------------------------------------------------------
+def read_config(directory: Path) -> dict:
+    path = directory / CONFIG_NAME
+    if not directory.is_dir():
+        raise ExportError(f"{directory} is not a folder (armkit loads local folders; fetch a hub repository first, "
+                          "e.g. with huggingface_hub.snapshot_download)")
+    if not path.is_file():
+        raise ExportError(f"{path} is missing: not an armkit export")
+    try:
+        config = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ExportError(f"{path} is not valid JSON ({e})") from None
+    if not isinstance(config, dict) or config.get("format") != FORMAT:
+        raise ExportError(f"{path}: format is not {FORMAT!r}; not an armkit tokenizer export")
+    if not isinstance(config.get("format_version"), int) or config["format_version"] > FORMAT_VERSION:
+        raise ExportError(f"{path}: format_version {config.get('format_version')!r} is newer than this armkit reads "
+                          f"({FORMAT_VERSION}); upgrade armkit")
+    for key in ("tokenizer", "encoder"):
+        if not isinstance(config.get(key), dict):
+            raise ExportError(f"{path}: key {key!r} is missing or not an object")
+    return config
+
+
+def locate_encoder_weights(directory: Path, encoder: dict, override: Path | str | None) -> Path:
+    """The referenced encoder file: `override`, else the recorded path, else a file of that name in `directory`;
+    its sha256 must match the recorded one."""
+    recorded = encoder.get("weights")
+    candidates = [Path(override)] if override is not None else [
+        Path(p) for p in (recorded, directory / str(encoder.get("file_name") or "")) if p]
+    path = next((p for p in candidates if p.is_file()), None)
+    if path is None:
+        raise ExportError(f"{directory / CONFIG_NAME}: the encoder's weights are referenced, not included, and the "
+                          f"file was not found (looked at {[str(p) for p in candidates]}); put the file there or "
+                          "pass encoder_weights=")
+    want, got = encoder.get("sha256"), sha256_file(path)
+    if got != want:
+        raise ExportError(f"encoder weights {path}: sha256 {got} does not match the {want} recorded in "
+                          f"{directory / CONFIG_NAME}; this is not the encoder the tokenizer was trained with")
+    return path
+
+
+def from_pretrained(directory: Path | str, *, encoder_weights: Path | str | None = None) -> Tokenizer:
+    """Rebuild the Tokenizer saved by `save_pretrained`, in eval mode; see the module docstring."""
+    directory = Path(directory)
+    config = read_config(directory)
+    where = str(directory / CONFIG_NAME)
+    spec = copy.deepcopy(config["tokenizer"])
+    if "class_path" not in spec:
+        raise ExportError(f"{where}: tokenizer has no class_path")
+    check_classes(spec, f"{where}: tokenizer")
+    if not issubclass(resolve(spec["class_path"]), Tokenizer):
+        raise ExportError(f"{where}: tokenizer.class_path {spec['class_path']!r} is not a Tokenizer")
+    args = spec.setdefault("init_args", {})
+    if not isinstance(args.get("encoder"), dict):
+        raise ExportError(f"{where}: tokenizer.init_args.encoder is missing")
+    included = bool(config["encoder"].get("included"))
+    args["encoder"] = detached(args["encoder"])  # never a hub download; the weights come from here or below
+    if not included:
+        path = locate_encoder_weights(directory, config["encoder"], encoder_weights)
+        args["encoder"]["init_args"]["weights"] = str(path)
+    state = read_safetensors(directory / WEIGHTS_NAME)  # a bad file fails before any model is built
+    try:
+        tok = build(spec, where=f"{where}: tokenizer")
+    except ConfigError as e:
+        raise ExportError(str(e)) from None
+    load_checked(tok, state, source=directory / WEIGHTS_NAME, skip=() if included else (ENCODER_PREFIX,))
+    for key in ("codebook_size", "num_tokens", "embed_dim"):
+        if key in config and config[key] != getattr(tok, key):
+            raise ExportError(f"{where}: {key}={config[key]} but the tokenizer built from the spec has "
+                              f"{getattr(tok, key)}")
+    # The normalisation the tokenizer was trained with wins over a library's defaults, which may change.
+    tok.encoder.mean = tuple(float(v) for v in config["encoder"].get("mean", tok.encoder.mean))
+    tok.encoder.std = tuple(float(v) for v in config["encoder"].get("std", tok.encoder.std))
+    return tok.eval()
+
+
+def load_heads(directory: Path | str) -> nn.Module | None:
+    """The loss heads saved beside the tokenizer (e.g. a LossSet), frozen parts rebuilt from their own specs and
+    files; None when the export has none."""
+    directory = Path(directory)
+    config = read_config(directory)
+    if not config.get("heads"):
+        return None
+    where = f"{directory / CONFIG_NAME}: heads"
+    check_classes(config["heads"], where)
+    state = read_safetensors(directory / HEADS_NAME)
+    try:
+        heads = build(copy.deepcopy(config["heads"]), where=where)
+    except ConfigError as e:
+        raise ExportError(str(e)) from None
+    load_checked(heads, state, source=directory / HEADS_NAME, skip=tuple(frozen_prefixes(heads)))
+    return heads.eval()
+
+
+# -- portable graphs ----------------------------------------------------------------------------------------------
+class EncodeGraph(nn.Module):
+    """images [B, 3, H, W] in [0, 1], at the encoder's input size -> indices [B, N(, G)] int64."""
+
+    def __init__(self, tok: Tokenizer) -> None:
+        super().__init__()
+        self.tok = tok
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.tok(images).indices
+
+
+class EmbedGraph(nn.Module):
+    """indices [B, N(, G)] -> Z [B, N, D] (Tokenizer.embed without its Python range check)."""
+
+    def __init__(self, tok: Tokenizer) -> None:
+        super().__init__()
+        self.tok = tok
+
+    def forward(self, indices: torch.Tensor) -> torch.Tensor:
+        codes = self.tok.quantizer.fsq.indices_to_codes(indices.to(torch.int32))
+        return self.tok.up(codes.to(next(self.tok.up.parameters()).dtype))
+
+
+@torch.no_grad()
+def export_graphs(tok: Tokenizer, directory: Path | str) -> dict[str, Any]:
+    """Trace encode and embed to TorchScript (encode.pt, embed.pt), check them against eager on a batch of another
+    size, and return their description for config.json. The graphs run in C++ or any Python with torch alone; their
+    input size is fixed to the encoder's."""
+    directory = Path(directory)
+    tok = tok.eval()
+    gen = torch.Generator().manual_seed(0)
+    device = next(tok.parameters()).device
+    size = tuple(tok.encoder.image_size)
+    example = torch.rand(2, 3, *size, generator=gen).to(device)
+    check = torch.rand(3, 3, *size, generator=gen).to(device)
+    with warnings.catch_warnings():  # tracer warnings about Python-side checks, and torch.jit's deprecation notice
+        warnings.simplefilter("ignore")
+        encode = torch.jit.trace(EncodeGraph(tok), example, check_trace=False)
+        embed = torch.jit.trace(EmbedGraph(tok), tok.encode(example), check_trace=False)
+        indices = tok.encode(check)
+        if not torch.equal(encode(check), indices) or not torch.equal(embed(indices), tok.embed(indices)):
+            raise ExportError("the traced TorchScript graphs disagree with eager mode; export without graphs")
+        torch.jit.save(encode, str(directory / GRAPH_NAMES["encode"]))
+        torch.jit.save(embed, str(directory / GRAPH_NAMES["embed"]))
+    return {"format": "torchscript", "device": str(device),
+            "encode": {"file": GRAPH_NAMES["encode"], "input": ["B", 3, *size], "output": "indices int64"},
+            "embed": {"file": GRAPH_NAMES["embed"], "input": "indices int64", "output": ["B", tok.num_tokens,
+                                                                                           tok.embed_dim]}}
+
+
+# -- model card ---------------------------------------------------------------------------------------------------
+def render_card(config: dict, card: dict) -> str:
+    """README.md: what the tokenizer is, how to load it, data, metrics, licences, files."""
+    enc = config["encoder"]
+    enc_args = (config["tokenizer"]["init_args"].get("encoder") or {}).get("init_args") or {}
+    name = enc_args.get("model_name") or enc["class_path"].rsplit(".", 1)[-1]
+    decoder = config.get("decoder")
+    weights = ("included in model.safetensors" if enc["included"] else
+               f"referenced: `{enc.get('weights')}` (sha256 `{enc.get('sha256')}`), not in this folder")
+    lines = [
+        "---", "library_name: armkit", "tags: [image-tokenizer, fsq, armkit]", "---", "",
+        f"# armkit tokenizer: {name}, FSQ {config['levels']}", "",
+        (f"A discrete image tokenizer exported by armkit {config['armkit_version']}: frozen `{name}` encoder -> "
+         "trained projection -> FSQ -> trained projection -> embeddings Z."), "",
+        "| | |", "|---|---|",
+        f"| encoder | `{name}` ({enc['class_path']}), input {enc['input_size']}, width {enc['width']} |",
+        f"| normalisation | mean {enc['mean']}, std {enc['std']} (images in [0, 1] go in) |",
+        f"| encoder weights | {weights} |",
+        f"| FSQ levels | {config['levels']} x {config['num_codebooks']} codebook(s): {config['codebook_size']} codes |",
+        f"| tokens | {config['num_tokens']} per image (grid {config['grid']}) |",
+        f"| embedding width | {config['embed_dim']} |",
+        f"| decoder | {decoder['class_path'] if decoder else 'none'} (images {config['image_size']}) |", "",
+        "## Usage", "", "```python", "from tokenizer import Tokenizer", "",
+        'tok = Tokenizer.from_pretrained("PATH/TO/THIS/FOLDER")  # torch, safetensors and the encoder\'s library',
+        "indices = tok.encode(images)  # images [B, 3, H, W] in [0, 1] -> [B, N] int64",
+        "z = tok.embed(indices)        # -> [B, N, D]", "```", "",
+        "## Training data", "", str(card.get("data") or "unknown"), "",
+        "## Evaluation", "",
+    ]
+    metrics = card.get("metrics") or {}
+    if metrics:
+        lines += ["| metric | value |", "|---|---|", *[f"| {k} | {v} |" for k, v in metrics.items()], ""]
+    else:
+        lines += ["No evaluation was recorded with this export.", ""]
+    if card.get("source"):
+        lines += ["## Source", "", str(card["source"]), ""]
+    licenses = card.get("licenses") or {"encoder weights": "see the weights' source"}
+    lines += ["## Licences", "", *[f"- {part}: {lic}" for part, lic in licenses.items()],
+              "- trained weights in this folder: follow the terms of the training data and the encoder weights", ""]
+    files = [f"- `{CONFIG_NAME}`: the spec that rebuilds the tokenizer, and its summary",
+             (f"- `{WEIGHTS_NAME}`: projections{', decoder' if decoder else ''}"
+              f"{', encoder' if enc['included'] else ''} (safetensors)")]
+    if config.get("heads"):
+        files.append(f"- `{HEADS_NAME}`: trained loss heads; `tokenizer.hub.load_heads(folder)` rebuilds them")
+    if config.get("graphs"):
+        files.append(f"- `{GRAPH_NAMES['encode']}`, `{GRAPH_NAMES['embed']}`: optional TorchScript graphs of encode "
+                     "and embed (`torch.jit.load`). TorchScript files are code: load them only from a source you "
+                     "trust. `from_pretrained` never reads them.")
+    return "\n".join(lines + ["## Files", "", *files, ""])
