@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import inspect
-from pathlib import Path
 
 import torch
 import torch.nn.functional as nnf
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from backbones.base import CausalLM, LMOutput
+from tokenizer.weights import local_path
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -24,7 +24,7 @@ class HFCausalLM(CausalLM):
 
     def __init__(self, path: str, *, frozen: bool = True, dtype: str = "float32") -> None:
         super().__init__()
-        folder = Path(path).expanduser()
+        folder = local_path(path)
         if not (folder / "config.json").is_file():
             raise FileNotFoundError(f"no transformers model folder (config.json) at {folder}")
         if dtype not in DTYPES:

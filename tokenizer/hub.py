@@ -16,7 +16,6 @@ torch, safetensors and armkit's own packages: exported tokenizers load without l
 from __future__ import annotations
 
 import copy
-import hashlib
 import importlib.metadata
 import json
 import warnings
@@ -30,6 +29,7 @@ from torch import nn
 
 from tokenizer.buildable import ConfigError, build, resolve, to_spec
 from tokenizer.model import Tokenizer
+from tokenizer.weights import sha256_file
 
 FORMAT, FORMAT_VERSION = "armkit.tokenizer", 1
 CONFIG_NAME, WEIGHTS_NAME, HEADS_NAME, CARD_NAME = "config.json", "model.safetensors", "heads.safetensors", "README.md"
@@ -46,14 +46,6 @@ def armkit_version() -> str:
         return importlib.metadata.version("armkit")
     except importlib.metadata.PackageNotFoundError:
         return "unknown"
-
-
-def sha256_file(path: Path | str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 # -- tensors ------------------------------------------------------------------------------------------------------

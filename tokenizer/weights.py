@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import torch
@@ -24,3 +25,28 @@ def load_state_dict_file(path: Path | str) -> dict[str, torch.Tensor]:
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise ValueError(f"{path} does not hold a flat dict of tensors")
     return state
+
+
+def local_path(value: str | Path) -> Path:
+    """A user-given weights path: `asset:NAME` is the converted asset of `armkit assets` (under $ARMKIT_CACHE or
+    ~/.cache/armkit, so recipes stay portable); anything else is a path, with `~` expanded."""
+    text = str(value)
+    if text.startswith("asset:"):
+        from tokenizer.assets import asset_path
+
+        return asset_path(text.removeprefix("asset:"))
+    return Path(text).expanduser()
+
+
+def sha256_file(path: Path | str) -> str:
+    """sha256 of a file, or of a folder (its files' relative names and bytes, in sorted order)."""
+    path = Path(path)
+    digest = hashlib.sha256()
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    for file in files:
+        if path.is_dir():
+            digest.update(str(file.relative_to(path)).encode())
+        with open(file, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                digest.update(chunk)
+    return digest.hexdigest()

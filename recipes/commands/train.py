@@ -16,6 +16,8 @@ from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
 from recipes.data import ShardDataModule
 from recipes.module import TokenizerModule
+from tokenizer.assets import AssetError
+from tokenizer.weights import local_path
 
 WEIGHT_KEYS = ("weights", "path", "vae_path")
 
@@ -38,9 +40,14 @@ def preflight(config: Any) -> None:
     """Raise one error naming the key and the fix, before any model is built."""
     tree = config.as_dict() if hasattr(config, "as_dict") else config
     for where, key, value in _walk(tree, ""):
-        if key in WEIGHT_KEYS and isinstance(value, str) and value and not Path(value).expanduser().exists():
-            raise ConfigCheckError(f"config error: {where} = {value!r} does not exist. Give a local path to the "
-                                   "weights (for the demo's models run `armkit assets`), or remove the key.")
+        if key in WEIGHT_KEYS and isinstance(value, str) and value:
+            try:
+                exists = local_path(value).exists()
+            except AssetError as e:
+                raise ConfigCheckError(f"config error: {where} = {value!r}: {e}") from None
+            if not exists:
+                raise ConfigCheckError(f"config error: {where} = {value!r} does not exist. Give a local path to the "
+                                       "weights (`asset:NAME` for the demo's models after `armkit assets`).")
         if key == "levels":
             levels = value if isinstance(value, list) else None
             if not levels or not all(isinstance(v, int) and v >= 2 for v in levels):

@@ -11,6 +11,7 @@ import torch
 from transformers import AutoModel
 
 from tokenizer.encoders.base import VisionEncoder
+from tokenizer.weights import local_path
 
 
 def processor_settings(folder: Path) -> dict[str, Any]:
@@ -45,7 +46,7 @@ class HFVisionEncoder(VisionEncoder):
     def __init__(self, path: str, *, image_size: int | None = None, mean: tuple[float, float, float] | None = None,
                  std: tuple[float, float, float] | None = None, frozen: bool = True) -> None:
         super().__init__()
-        folder = Path(path).expanduser()
+        folder = local_path(path)
         if not (folder / "config.json").is_file():
             raise FileNotFoundError(f"no transformers model folder (config.json) at {folder}")
         settings = processor_settings(folder)

@@ -18,11 +18,13 @@ from open_clip.transformer import VisionTransformer
 from torch import nn
 
 from tokenizer.encoders.base import VisionEncoder
+from tokenizer.weights import local_path
 
 
 def create_open_clip(model_name: str, *, weights: str | None = None, pretrained: str | None = None,
                      image_size: int | None = None, model_kwargs: dict[str, Any] | None = None) -> nn.Module:
     """An open_clip model (both towers) from a local file, a local-dir/hub name, a tag, or at random init."""
+    weights = str(local_path(weights)) if weights is not None else None
     if weights is not None and not Path(weights).is_file():
         raise FileNotFoundError(f"open_clip weights file not found: {weights}")
     if weights is not None and pretrained is not None:

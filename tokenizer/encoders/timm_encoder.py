@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import timm
 import torch
 
 from tokenizer.encoders.base import VisionEncoder
-from tokenizer.weights import load_state_dict_file
+from tokenizer.weights import load_state_dict_file, local_path
 
 
 class TimmEncoder(VisionEncoder):
@@ -31,7 +30,7 @@ class TimmEncoder(VisionEncoder):
             kwargs["img_size"] = image_size
         self.model = timm.create_model(model_name, pretrained=pretrained, **kwargs)
         if weights is not None:
-            self.model.load_state_dict(load_state_dict_file(Path(weights)), strict=True)
+            self.model.load_state_dict(load_state_dict_file(local_path(weights)), strict=True)
         cfg = self.model.pretrained_cfg
         size = image_size or cfg.get("input_size", (3, 224, 224))[-1]
         self.image_size = (int(size), int(size))

@@ -13,6 +13,7 @@ Equal texts within a batch (e.g. two images of one class) count as negatives, as
 from __future__ import annotations
 
 import math
+from collections import OrderedDict
 from typing import TYPE_CHECKING
 
 import torch
@@ -36,7 +37,7 @@ class SigmoidLoss(Loss):
 
     def __init__(self, *, text_tower: TextTower, embed_dim: int, text_key: str = "tags", pool: str = "mean",
                  pool_heads: int = 4, init_logit_scale: float = math.log(10.0), init_logit_bias: float = -10.0,
-                 weight: float = 1.0, enabled: bool = True) -> None:
+                 cache_texts: int = 0, weight: float = 1.0, enabled: bool = True) -> None:
         super().__init__(weight=weight, enabled=enabled)
         if not isinstance(text_tower, TextTower):
             raise TypeError(f"SigmoidLoss: text_tower must be a TextTower, got {type(text_tower).__name__}")
@@ -54,6 +55,8 @@ class SigmoidLoss(Loss):
         self.logit_scale = nn.Parameter(torch.tensor(float(init_logit_scale)))
         self.logit_bias = nn.Parameter(torch.tensor(float(init_logit_bias)))
         self.siglip = SigLipLoss(rank=0, world_size=1)
+        self.cache_texts = cache_texts if text_tower.frozen else 0  # a trained tower's outputs change: no cache
+        self._cache: OrderedDict[str, torch.Tensor] = OrderedDict()
 
     def set_distributed(self, rank: int, world_size: int) -> None:
         """Called by the trainer in setup: under DDP open_clip adds the negatives held by the other ranks."""
@@ -68,11 +71,28 @@ class SigmoidLoss(Loss):
 
     def text_embedding(self, texts: list[str]) -> torch.Tensor:
         """texts -> L2-normalised text features [B, E] from the text tower."""
-        text = self.text_tower(list(texts))  # [B, E]
+        text = self._tower(list(texts))  # [B, E]
         if text.shape[-1] != self.head.out_features:
             raise ValueError(f"SigmoidLoss: the text tower gave width {text.shape[-1]} but declares "
                              f"width={self.head.out_features}")
         return nnf.normalize(text.float(), dim=-1)
+
+    def _tower(self, texts: list[str]) -> torch.Tensor:
+        """The frozen tower's embeddings, from an LRU cache of `cache_texts` entries when that is > 0 (captions and
+        tags repeat every epoch; the tower's output for a text never changes)."""
+        if not self.cache_texts:
+            return self.text_tower(texts)
+        missing = list(dict.fromkeys(t for t in texts if t not in self._cache))
+        if missing:
+            with torch.no_grad():
+                for t, e in zip(missing, self.text_tower(missing)):
+                    self._cache[t] = e.detach()
+        for t in texts:
+            self._cache.move_to_end(t)
+        out = torch.stack([self._cache[t] for t in texts])
+        while len(self._cache) > self.cache_texts:
+            self._cache.popitem(last=False)
+        return out
 
     def logits(self, z: torch.Tensor, texts: list[str]) -> torch.Tensor:
         """[B, T] = exp(logit_scale) * image @ text.T + logit_bias: sigmoid gives P(image i matches text j)."""

@@ -9,6 +9,7 @@ import torch
 from transformers import AutoModel, AutoTokenizer
 
 from tokenizer.text.base import TextTower
+from tokenizer.weights import local_path
 
 
 def _read_json(path: Path) -> dict:
@@ -28,7 +29,7 @@ class HFSentenceEncoder(TextTower):
 
     def __init__(self, path: str, *, max_length: int | None = None, frozen: bool = True) -> None:
         super().__init__()
-        folder = Path(path).expanduser()
+        folder = local_path(path)
         if not (folder / "config.json").is_file():
             raise FileNotFoundError(f"no transformers model folder (config.json) at {folder}")
         pooling = _read_json(folder / "1_Pooling" / "config.json")
