@@ -125,3 +125,12 @@ def test_unknown_key_is_named(capsys):
     with pytest.raises(SystemExit):
         train.main(["--config", TINY, "--model.tokenizer.init_args.levelz=[8,5]"])
     assert "levelz" in capsys.readouterr().err
+
+
+def test_paper_recipe_parses_and_asks_for_its_local_weights(capsys):
+    from recipes.commands import train
+
+    paper = str(Path(TINY).with_name("paper.yaml"))
+    assert train.main(["--config", paper]) == 2  # parsed (no unknown key), then stopped before building anything
+    out = capsys.readouterr().out
+    assert "config error: model.tokenizer.init_args.encoder.init_args.weights" in out
