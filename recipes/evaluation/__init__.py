@@ -1,0 +1,13 @@
+"""Evaluation with a pinned protocol (`armkit eval`) and the loss ablation (`armkit ablate`).
+
+    protocol.py        the settings a number depends on, and each metric's definition
+    provenance.py      package versions, git commit, sha256 of data files
+    load.py            a checkpoint or an export folder -> tokenizer + loss heads (no lightning)
+    metrics.py         codebook usage / perplexity, top-k accuracy, retrieval R@1
+    zeroshot.py        the text classifier from class names and templates; class names from meta.json
+    reconstruction.py  PSNR, SSIM, LPIPS, rFID through torchmetrics (LPIPS / rFID from local weights only)
+    evaluate.py        one pass over the shards -> metrics.json
+    ablation.py        the ablation config and its runs (train, evaluate, skip finished ones)
+    table.py           mean +- std over seeds -> table.json, table.md (beside the paper's Table 7)
+    plot.py            the PNG of the main metrics per variant
+"""

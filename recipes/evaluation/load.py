@@ -1,0 +1,100 @@
+"""Load what `armkit eval` evaluates: a training checkpoint or an export folder, with the loss heads when present.
+
+A checkpoint (.ckpt from `armkit train`) is read with torch.load(weights_only=True); the tokenizer and the LossSet are
+rebuilt from the specs it carries (checkpoint["armkit"]) and loaded strictly from its "tokenizer." / "losses." tensors,
+except the frozen parts it left out (checkpoint["armkit_frozen"]): those load from their files, whose sha256 must match.
+An export folder loads through `Tokenizer.from_pretrained` and `tokenizer.hub.load_heads`. Lightning is never imported.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any, NamedTuple
+
+from recipes.commands.export import read_checkpoint, substate, tokenizer_from_checkpoint
+from tokenizer import hub
+from tokenizer.buildable import ConfigError, build
+from tokenizer.losses import LossSet
+from tokenizer.model import Tokenizer
+from tokenizer.weights import local_path, sha256_file
+
+
+class Loaded(NamedTuple):
+    tokenizer: Tokenizer
+    heads: LossSet | None  # None: no loss heads (zero-shot, retrieval and caption metrics are skipped)
+    source: dict[str, Any]  # what was loaded, for metrics.json
+    heads_note: str | None  # why there are no heads
+
+
+def describe_losses(heads: LossSet | None) -> dict[str, Any]:
+    """{name: {"class", "enabled", "weight"}}: which heads were trained."""
+    if heads is None:
+        return {}
+    return {name: {"class": type(loss).__name__, "enabled": loss.enabled, "weight": loss.weight}
+            for name, loss in heads.items()}
+
+
+def check_frozen_files(checkpoint: dict, ckpt: Path) -> dict[str, str]:
+    """{state-dict prefix: source} of the frozen parts the checkpoint left out (checkpoint["armkit_frozen"], written by
+    TokenizerModule); each source file must still have the sha256 it had in training."""
+    left_out = checkpoint.get("armkit_frozen") or {}
+    for prefix, record in left_out.items():
+        path = local_path(record["source"])
+        if not path.exists():
+            raise FileNotFoundError(f"{ckpt}: the frozen part {prefix[:-1]} loads from {record['source']} ({path}), "
+                                    "which is missing here (for the demo's models run `armkit assets`)")
+        if sha256_file(path) != record["sha256"]:
+            raise ValueError(f"{ckpt}: the frozen part {prefix[:-1]} was trained with {record['source']} (sha256 "
+                             f"{record['sha256'][:12]}...), which has changed since; restore that file")
+    return {prefix: record["source"] for prefix, record in left_out.items()}
+
+
+def heads_from_checkpoint(checkpoint: dict, ckpt: Path, left_out: dict[str, str]) -> tuple[LossSet | None, str | None]:
+    """The LossSet: trained tensors from the checkpoint, frozen file-backed parts from their files (checked by
+    `check_frozen_files`); (None, reason) when there is no loss spec."""
+    spec = checkpoint["armkit"].get("losses")
+    if not spec:
+        return None, f"{ckpt} holds no loss spec (checkpoint['armkit']['losses'])"
+    try:
+        heads = build(copy.deepcopy(spec), where=f"{ckpt}: armkit.losses")
+    except ConfigError as e:
+        raise hub.ExportError(str(e)) from None
+    if not isinstance(heads, LossSet):
+        return None, f"{ckpt}: armkit.losses builds a {type(heads).__name__}, not a LossSet"
+    skip = tuple(p.removeprefix("losses.") for p in left_out if p.startswith("losses."))
+    hub.load_checked(heads, substate(checkpoint, "losses."), source=f"{ckpt} (state_dict 'losses.*')", skip=skip)
+    return heads.eval(), None
+
+
+def load_for_eval(path: str | Path) -> Loaded:
+    """A .ckpt file or an export folder -> Loaded; a clear error for anything else."""
+    path = Path(path).expanduser()
+    if path.is_file():
+        checkpoint = read_checkpoint(path)
+        left_out = check_frozen_files(checkpoint, path)
+        tok = tokenizer_from_checkpoint(checkpoint, path, include_encoder=True)
+        heads, note = heads_from_checkpoint(checkpoint, path, left_out)
+        source = {"kind": "checkpoint", "path": str(path.resolve()), "sha256": sha256_file(path),
+                  "epoch": checkpoint.get("epoch"), "global_step": checkpoint.get("global_step"),
+                  "frozen_files": checkpoint.get("armkit_frozen") or {}}
+    elif path.is_dir() and (path / hub.CONFIG_NAME).is_file():
+        tok = Tokenizer.from_pretrained(path)
+        loaded = hub.load_heads(path)
+        if loaded is not None and not isinstance(loaded, LossSet):
+            raise hub.ExportError(f"{path / hub.CONFIG_NAME}: heads build a {type(loaded).__name__}, not a LossSet")
+        heads = loaded
+        note = None if heads is not None else f"the export {path} has no heads (exported with --no-heads)"
+        files = [hub.WEIGHTS_NAME] + ([hub.HEADS_NAME] if heads is not None else [])
+        source = {"kind": "export", "path": str(path.resolve()),
+                  "sha256": {name: sha256_file(path / name) for name in files}}
+    else:
+        raise FileNotFoundError(f"--tokenizer {path}: expected a checkpoint file from `armkit train` (.ckpt) or an "
+                                f"export folder with {hub.CONFIG_NAME} (`armkit export`)")
+    tok.eval()
+    q = tok.quantizer
+    source.update(levels=list(q.levels), num_codebooks=q.num_codebooks, codebook_size=tok.codebook_size,
+                  num_tokens=tok.num_tokens, grid=list(tok.grid), embed_dim=tok.embed_dim,
+                  decoder=type(tok.decoder).__name__ if tok.decoder is not None else None,
+                  losses=describe_losses(heads))
+    return Loaded(tok, heads, source, note)
