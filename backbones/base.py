@@ -9,9 +9,9 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import torch
-from torch import nn
 
 from tokenizer.buildable import Buildable
+from tokenizer.freezable import Freezable
 
 
 class LMOutput(NamedTuple):
@@ -19,26 +19,12 @@ class LMOutput(NamedTuple):
     logits: torch.Tensor  # [B, T, V]: logits predicting each text token (aligned with input_ids)
 
 
-class CausalLM(Buildable, nn.Module):
+class CausalLM(Buildable, Freezable):
     """Base class. Subclasses set `hidden_size` and `vocab_size`, call `self.freeze_if(frozen)`, and implement
     `tokenize` and `forward`."""
 
     hidden_size: int
     vocab_size: int
-    frozen: bool = True
-
-    def freeze_if(self, frozen: bool) -> None:
-        self.frozen = frozen
-        if frozen:
-            self.requires_grad_(False)
-            self.eval()
-
-    def train(self, mode: bool = True) -> "CausalLM":
-        return super().train(mode and not self.frozen)
-
-    @property
-    def device(self) -> torch.device:
-        return next(self.parameters()).device
 
     def tokenize(self, texts: list[str], max_length: int) -> tuple[torch.Tensor, torch.Tensor]:
         """-> (input_ids [B, T], attention_mask [B, T]) right-padded, ending with an end-of-text token."""

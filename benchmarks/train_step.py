@@ -58,6 +58,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=torch.get_num_threads())
+    ap.add_argument("--autocast", choices=["none", "bf16"], default="none",
+                    help="bf16: torch.autocast as Lightning's precision=bf16-mixed does (FSQ stays fp32)")
     ap.add_argument("--out", type=Path)
     ap.add_argument("overrides", nargs="*", help="LightningCLI overrides, e.g. --model.lr=1e-3 (after --)")
     args = ap.parse_args(argv)
@@ -78,6 +80,8 @@ def main(argv: list[str] | None = None) -> dict:
     def add(part: str, seconds: float) -> None:
         rows.append({"part": part, "ms": 1000 * seconds, "images_per_s": bs / seconds})
 
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.autocast == "bf16")
+    autocast.__enter__()
     with torch.no_grad():
         add("encoder (frozen forward)", timed(lambda: tok.encoder(images), args.repeats, device))
         feats = tok.encoder(images)
@@ -106,15 +110,18 @@ def main(argv: list[str] | None = None) -> dict:
         opt.step()
         opt.zero_grad(set_to_none=True)
     add("full step (all losses, AdamW)", timed(full, args.repeats, device))
+    autocast.__exit__(None, None, None)
 
     peak = (torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda"
             else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
     result = {"benchmark": "train_step", "config": args.config, "batch_size": bs, "repeats": args.repeats,
+              "autocast": args.autocast,
               "threads": args.threads, "peak_memory_mib": peak, "rows": rows,
               "trainable_params": sum(p.numel() for p in module.parameters() if p.requires_grad),
               "frozen_params": sum(p.numel() for p in module.parameters() if not p.requires_grad),
               **environment(device), "command": " ".join([sys.executable, *sys.argv]), "host": platform.node()}
-    print_table(f"train step: {args.config}, batch {bs}, {args.threads} threads, {result['device']}", rows,
+    print_table(f"train step: {args.config}, batch {bs}, autocast {args.autocast}, {args.threads} threads, "
+                f"{result['device']}", rows,
                 [("part", "part", "{}"), ("ms", "ms / step", "{:.0f}"), ("images_per_s", "images/s", "{:.1f}")])
     print(f"peak memory: {peak:.0f} MiB")
     if args.out:

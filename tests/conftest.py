@@ -8,8 +8,12 @@ import torch
 
 @pytest.fixture(autouse=True)
 def _seed_and_threads():
+    """Tests use tiny models: one intra-op thread is fastest, and far faster than two on a busy 2-core machine."""
     torch.manual_seed(0)
-    torch.set_num_threads(2)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture

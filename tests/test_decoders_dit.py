@@ -10,15 +10,6 @@ from decoders.samplers import euler, time_grid
 from tokenizer.buildable import build, to_spec
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models: one intra-op thread is fastest, and far faster than two on a busy 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def tiny(**kw) -> PixelDiT:
     args = {"image_size": 16, "patch_size": 4, "cond_dim": 8, "size": "tiny", "cond_dropout": 0.0}
     return PixelDiT(**{**args, **kw})

@@ -12,14 +12,6 @@ VAE = {"block_out_channels": [8, 16], "layers_per_block": 1, "latent_channels": 
        "scaling_factor": 0.5}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def tiny(**kw) -> LatentDiT:
     args = {"vae_config": VAE, "image_size": 16, "patch_size": 2, "cond_dim": 8, "size": "tiny", "cond_dropout": 0.0}
     torch.manual_seed(0)

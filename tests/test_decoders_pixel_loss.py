@@ -9,14 +9,6 @@ from tokenizer.encoders.timm_encoder import TimmEncoder
 from tokenizer.losses.pixel import PixelLoss
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def make_tokenizer(decoder: PixelDiT | None) -> Tokenizer:
     torch.manual_seed(0)
     encoder = TimmEncoder("vit_tiny_patch16_224", image_size=32, model_kwargs={"depth": 1})

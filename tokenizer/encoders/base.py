@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as nnf
-from torch import nn
 
 from tokenizer.buildable import Buildable
+from tokenizer.freezable import Freezable
 
 
-class VisionEncoder(Buildable, nn.Module):
+class VisionEncoder(Buildable, Freezable):
     """Base class for frozen (by default) teachers.
 
     Subclasses set `width` (C), `image_size` (H, W the encoder wants), `grid` (token rows, cols), `mean`/`std`
@@ -22,20 +22,10 @@ class VisionEncoder(Buildable, nn.Module):
     grid: tuple[int, int]
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
-    frozen: bool = True
 
     @property
     def num_tokens(self) -> int:
         return self.grid[0] * self.grid[1]
-
-    def freeze_if(self, frozen: bool) -> None:
-        self.frozen = frozen
-        if frozen:
-            self.requires_grad_(False)
-            self.eval()
-
-    def train(self, mode: bool = True) -> "VisionEncoder":
-        return super().train(mode and not self.frozen)  # a frozen teacher stays in eval mode (no dropout, BN stats)
 
     def preprocess(self, images: torch.Tensor) -> torch.Tensor:
         """[B, 3, h, w] in [0, 1] -> [B, 3, H, W] resized (bicubic, antialiased) and normalised."""

@@ -3,30 +3,16 @@
 from __future__ import annotations
 
 import torch
-from torch import nn
 
 from tokenizer.buildable import Buildable
+from tokenizer.freezable import Freezable
 
 
-class TextTower(Buildable, nn.Module):
+class TextTower(Buildable, Freezable):
     """Base class. Subclasses set `width`, build the model, call `self.freeze_if(frozen)`, and implement
     `embed(texts) -> [B, width]` (not normalised; the loss normalises)."""
 
     width: int
-    frozen: bool = True
-
-    def freeze_if(self, frozen: bool) -> None:
-        self.frozen = frozen
-        if frozen:
-            self.requires_grad_(False)
-            self.eval()
-
-    def train(self, mode: bool = True) -> "TextTower":
-        return super().train(mode and not self.frozen)
-
-    @property
-    def device(self) -> torch.device:
-        return next(self.parameters()).device
 
     def embed(self, texts: list[str]) -> torch.Tensor:
         raise NotImplementedError
