@@ -11,8 +11,21 @@ import torch
 PACKAGES = ("torch", "timm", "vector-quantize-pytorch", "lightning", "transformers", "diffusers", "armkit")
 
 
+def cpu_name() -> str:
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
 def environment(device: torch.device) -> dict:
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else (platform.processor() or "cpu")
+    if device.type == "cuda":
+        name = torch.cuda.get_device_name(device)
+    else:
+        name = f"{cpu_name()}, {torch.get_num_threads()} threads"
     versions = {}
     for pkg in PACKAGES:
         try:

@@ -7,7 +7,8 @@ import torch
 import torch.nn.functional as nnf
 
 from tokenizer import build
-from tokenizer.assets import AssetError, asset_path, asset_spec, load_manifest, sha256
+from tokenizer.assets import AssetError, asset_path, asset_spec, load_manifest
+from tokenizer.weights import sha256_file
 
 pytestmark = pytest.mark.assets
 
@@ -81,4 +82,4 @@ def test_manifest_hashes_match_the_files():
     for name, entry in load_manifest(root.parent)["assets"].items():
         assert entry["licence"] and entry["model_licence"] and entry["version"]
         for rel, info in entry["files"].items():
-            assert sha256(root / name / rel) == info["sha256"], f"{name}/{rel}"
+            assert sha256_file(root / name / rel) == info["sha256"], f"{name}/{rel}"
