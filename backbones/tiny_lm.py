@@ -56,6 +56,23 @@ def check_heads(owner: str, width: int, heads: int) -> None:
         raise ValueError(f"{owner}: width={width} must be a positive multiple of heads={heads}")
 
 
+def byte_trunk(module: nn.Module, *, width: int, depth: int, heads: int, max_length: int, seed: int | None,
+               init_std: float | None = None) -> None:
+    """Give `module` the byte-level trunk both tiny models share: wte, wpe, `depth` blocks, ln_f. A `seed` makes the
+    init reproducible without touching the global generator; `init_std` re-draws every matrix from N(0, init_std)."""
+    with torch.random.fork_rng(devices=[], enabled=seed is not None):
+        if seed is not None:
+            torch.manual_seed(seed)
+        module.wte = nn.Embedding(VOCAB, width)
+        module.wpe = nn.Embedding(max_length, width)
+        module.blocks = nn.ModuleList([Block(width, heads) for _ in range(depth)])
+        module.ln_f = nn.LayerNorm(width)
+        if init_std is not None:
+            for p in module.parameters():
+                if p.ndim == 2:
+                    nn.init.normal_(p, std=init_std)
+
+
 class TinyCausalLM(CausalLM):
     """A small GPT with byte tokens. `seed` makes the random init reproducible; `max_length` bounds prefix + text."""
 
@@ -66,17 +83,9 @@ class TinyCausalLM(CausalLM):
         self.hidden_size = width
         self.vocab_size = VOCAB
         self.max_length = max_length
-        with torch.random.fork_rng(devices=[], enabled=seed is not None):
-            if seed is not None:
-                torch.manual_seed(seed)
-            self.wte = nn.Embedding(VOCAB, width)
-            self.wpe = nn.Embedding(max_length, width)
-            self.blocks = nn.ModuleList([Block(width, heads) for _ in range(depth)])
-            self.ln_f = nn.LayerNorm(width)
-            # N(0, 1/width) weights: at these small widths nanoGPT's std 0.02 leaves a frozen LM deaf to its prefix
-            for p in self.parameters():
-                if p.ndim == 2:
-                    nn.init.normal_(p, std=width**-0.5)
+        # N(0, 1/width) weights: at these small widths nanoGPT's std 0.02 leaves a frozen LM deaf to its prefix
+        byte_trunk(self, width=width, depth=depth, heads=heads, max_length=max_length, seed=seed,
+                   init_std=width**-0.5)
         self.freeze_if(frozen)
 
     def tokenize(self, texts: list[str], max_length: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -7,9 +7,8 @@ bytes (+ END) -> embeddings + positions -> bidirectional transformer blocks (pad
 from __future__ import annotations
 
 import torch
-from torch import nn
 
-from backbones.tiny_lm import VOCAB, Block, byte_tokenize, check_heads
+from backbones.tiny_lm import byte_tokenize, byte_trunk, check_heads
 from tokenizer.text.base import TextTower
 
 
@@ -22,13 +21,7 @@ class TinyTextTower(TextTower):
         check_heads("TinyTextTower", width, heads)
         self.width = width
         self.max_length = max_length
-        with torch.random.fork_rng(devices=[], enabled=seed is not None):
-            if seed is not None:
-                torch.manual_seed(seed)
-            self.wte = nn.Embedding(VOCAB, width)
-            self.wpe = nn.Embedding(max_length, width)
-            self.blocks = nn.ModuleList([Block(width, heads) for _ in range(depth)])
-            self.ln_f = nn.LayerNorm(width)
+        byte_trunk(self, width=width, depth=depth, heads=heads, max_length=max_length, seed=seed)
         self.freeze_if(frozen)
 
     def embed(self, texts: list[str]) -> torch.Tensor:
