@@ -3,16 +3,20 @@
 Only the tokenizer's projections, its decoder and the losses' own heads/adapters/scalars train; frozen parts have
 requires_grad=False and are skipped by the optimizer. Randomness inside a step (flow noise, timesteps, condition
 dropout) is re-seeded from (seed, global_step, rank) at every step, so a resumed run draws exactly what an
-uninterrupted one would.
+uninterrupted one would. `compile: true` (or a dict of `torch.compile` arguments) compiles every repeated
+transformer block in place before training (recipes/compile.py); names and checkpoints stay the same.
 """
 
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import lightning as L
 import torch
+from lightning.pytorch.utilities import rank_zero_info
 
+from recipes.compile import compile_blocks
 from tokenizer import Tokenizer, to_spec
 from tokenizer.losses import LossSet
 from tokenizer.weights import local_path, sha256_file
@@ -21,7 +25,8 @@ from tokenizer.weights import local_path, sha256_file
 class TokenizerModule(L.LightningModule):
     def __init__(self, *, tokenizer: Tokenizer, losses: LossSet, lr: float = 3e-4,
                  betas: tuple[float, float] = (0.9, 0.95), weight_decay: float = 0.0, warmup_steps: int = 0,
-                 cosine_steps: int = 0, seed: int = 0, usage_window: int = 50) -> None:
+                 cosine_steps: int = 0, seed: int = 0, usage_window: int = 50,
+                 compile: bool | dict[str, Any] = False) -> None:
         super().__init__()
         self.tokenizer = tokenizer
         self.losses = losses
@@ -29,10 +34,17 @@ class TokenizerModule(L.LightningModule):
         self.warmup_steps, self.cosine_steps = warmup_steps, cosine_steps
         self.seed = seed
         self.usage_window = usage_window
+        self.compile_args = ({} if compile is True else dict(compile)) if compile else None
+        self.compiled: list[str] = []
         self._recent: list[torch.Tensor] = []  # indices of the last `usage_window` steps
 
     def setup(self, stage: str) -> None:
         self.losses.set_distributed(self.global_rank, self.trainer.world_size)
+
+    def configure_model(self) -> None:
+        if self.compile_args is not None and not self.compiled:
+            self.compiled = compile_blocks(self, **self.compile_args)
+            rank_zero_info(f"torch.compile: {len(self.compiled)} transformer blocks compiled in place")
 
     # -- training -------------------------------------------------------------------------------------------
     def on_train_batch_start(self, batch, batch_idx: int) -> None:

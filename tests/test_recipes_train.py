@@ -101,6 +101,7 @@ def test_ddp_two_cpu_processes_disjoint_data_identical_weights(tiny_shards, tmp_
      "encoder.init_args.weights"),
     ("--model.tokenizer.init_args.levels=[8,1,5]", "levels"),
     ("--data.train=/nonexistent/shards", "data.train"),
+    ("--model.tokenizer.init_args.encoder.init_args.weights=null", "write `weights: null` in the YAML"),
 ])
 def test_bad_config_is_one_error_naming_the_key(override, names, capsys, monkeypatch):
     from recipes.commands import train
@@ -134,3 +135,17 @@ def test_paper_recipe_parses_and_asks_for_its_local_weights(capsys):
     assert train.main(["--config", paper]) == 2  # parsed (no unknown key), then stopped before building anything
     out = capsys.readouterr().out
     assert "config error: model.tokenizer.init_args.encoder.init_args.weights" in out
+
+
+def test_compiled_blocks_train_like_eager_and_keep_checkpoint_names(tiny_shards, tmp_path):
+    """`model.compile` (here with the aot_eager backend: the same traced graph without inductor's C++ build) trains to
+    the same losses as eager and writes checkpoints with the same parameter names."""
+    eager, compiled = tmp_path / "eager", tmp_path / "compiled"
+    for root, extra in ((eager, []), (compiled, ["--model.compile={backend: aot_eager}"])):
+        done = run(armkit(*common(tiny_shards, root), "--trainer.max_steps=5", *extra))
+        assert done.returncode == 0, done.stderr[-3000:]
+        assert ("torch.compile: 2 transformer blocks compiled" in done.stdout + done.stderr) == bool(extra)
+    a, b = losses(eager), losses(compiled)
+    assert a.keys() == b.keys() and a
+    assert [b[k] for k in sorted(b)] == pytest.approx([a[k] for k in sorted(a)], rel=1e-4)
+    assert weights(eager / "checkpoints" / "last.ckpt").keys() == weights(compiled / "checkpoints" / "last.ckpt").keys()

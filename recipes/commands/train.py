@@ -40,6 +40,10 @@ def preflight(config: Any) -> None:
     """Raise one error naming the key and the fix, before any model is built."""
     tree = config.as_dict() if hasattr(config, "as_dict") else config
     for where, key, value in _walk(tree, ""):
+        if key in WEIGHT_KEYS and value == "None":
+            raise ConfigCheckError(f"config error: {where} = 'None': for nested keys, `--...{key}=null` on the "
+                                   f"command line arrives as the string 'None'; to build without weights, write "
+                                   f"`{key}: null` in the YAML")
         if key in WEIGHT_KEYS and isinstance(value, str) and value:
             try:
                 exists = local_path(value).exists()
