@@ -28,6 +28,7 @@ import argparse
 import json
 import platform
 import resource
+import statistics
 import sys
 import tempfile
 import time
@@ -57,6 +58,12 @@ def _cpu_sdpa_backward(grad_out, query, key, value, *args, out_shape=None, **kwa
 CPU_SDPA_FORMULAS = {aten._scaled_dot_product_flash_attention_for_cpu: _cpu_sdpa,
                      aten._scaled_dot_product_flash_attention_for_cpu_backward: _cpu_sdpa_backward}
 
+
+def mixed(images: torch.Tensor, dtype: torch.dtype | None) -> torch.autocast:
+    """Autocast to `dtype` on the images' device, as Lightning's bf16-mixed does; dtype None: full precision."""
+    return torch.autocast(images.device.type, dtype=dtype or torch.bfloat16, enabled=dtype is not None)
+
+
 def synthetic_batch(module, image_size: int | list[int], batch_size: int) -> dict:
     """Random images and, for every enabled loss that reads texts, one distinct text per image, long enough to fill
     what that loss reads (`max_length` for the caption loss, the tower's `context_length` for the sigmoid loss)."""
@@ -76,7 +83,7 @@ def synthetic_batch(module, image_size: int | list[int], batch_size: int) -> dic
 
 def train_step(module, opt, batch: dict, dtype: torch.dtype | None) -> None:
     """forward, all enabled losses, backward, AdamW step: what Lightning does per step under bf16-mixed."""
-    with torch.autocast(batch["image"].device.type, dtype=dtype or torch.bfloat16, enabled=dtype is not None):
+    with mixed(batch["image"], dtype):
         out = module.tokenizer(batch["image"])
         total, _ = module.losses(out, batch, module.tokenizer)
     total.backward()
@@ -100,7 +107,7 @@ def count_flops(module, opt, batch: dict, dtype: torch.dtype | None) -> tuple[in
 
     def backward_of(loss_fn):
         def run() -> None:
-            with torch.autocast(images.device.type, dtype=dtype or torch.bfloat16, enabled=dtype is not None):
+            with mixed(images, dtype):
                 value = loss_fn(tok(images))
             value.backward()
             module.zero_grad(set_to_none=True)
@@ -136,7 +143,7 @@ def matmul_peak(device: torch.device, dtype: torch.dtype, size: int, seconds: fl
             a @ b
         sync()
         rates.append(2 * size**3 * n / (time.perf_counter() - t))
-    return sorted(rates)[len(rates) // 2]
+    return statistics.median(rates)
 
 
 def set_attention(module, backend: str) -> int:

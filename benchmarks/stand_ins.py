@@ -52,8 +52,9 @@ def random_lm_folder(folder: Path, preset: str, *, seed: int = 0) -> Path:
     if not (folder / "config.json").is_file():
         cfg = dict(LM_PRESETS[preset])
         config = AutoConfig.for_model(cfg.pop("model_type"), **cfg)
-        torch.manual_seed(seed)
-        model = AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16)
+        with torch.random.fork_rng(devices=[]):  # a reproducible draw that leaves the caller's generator alone
+            torch.manual_seed(seed)
+            model = AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16)
         model.save_pretrained(str(folder))
     byte_tokenizer_folder(folder)
     return folder
