@@ -43,6 +43,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.common import environment, print_table  # noqa: E402
 from benchmarks.stand_ins import random_init  # noqa: E402
 from benchmarks.train_step import build, timed  # noqa: E402
+from recipes.compile import compile_blocks  # noqa: E402
 
 aten = torch.ops.aten
 
@@ -209,17 +210,15 @@ def main(argv: list[str] | None = None) -> dict:
              for k, v in synthetic_batch(module, data.image_size, batch_size).items()}
     opt = torch.optim.AdamW([p for p in module.parameters() if p.requires_grad], lr=1e-4, betas=(0.9, 0.95))
 
-    set_attention(module, "sdpa")  # counted on SDPA: FlopCounterMode has no formula for xformers' kernel
+    attention_layers = set_attention(module, "sdpa")  # counted on SDPA: FlopCounterMode has no xformers formula
     flops, by_part = count_flops(module, opt, batch, dtype)
     peak_size = args.peak_size or (8192 if device.type == "cuda" else 2048)
     peak = matmul_peak(device, dtype or torch.float32, peak_size)
 
     rows = []
-    attention_layers = 0
-    for compiled in args.compile:
+    compiled_blocks: list[str] = []
+    for compiled in [c for c in ("off", "on") if c in args.compile]:  # compiling is in place: "off" must come first
         if compiled == "on":
-            from recipes.compile import compile_blocks
-
             compiled_blocks = compile_blocks(module)
         for attention in args.attention:
             row = {"compile": compiled, "attention": attention}
@@ -227,7 +226,7 @@ def main(argv: list[str] | None = None) -> dict:
             if skip:
                 rows.append({**row, "status": f"skipped: {skip}"})
                 continue
-            attention_layers = set_attention(module, attention)
+            set_attention(module, attention)
             if device.type == "cuda":
                 torch.cuda.empty_cache()
                 torch.cuda.reset_peak_memory_stats(device)
@@ -249,7 +248,7 @@ def main(argv: list[str] | None = None) -> dict:
               "flops_per_step": flops, "flops_per_image": flops / batch_size, "flops_by_part": by_part,
               "peak_flops": peak, "peak_matmul": f"square {peak_size} x {peak_size} matmul, {args.precision}",
               "attention_layers_switched": attention_layers,
-              "compiled_blocks": len(compiled_blocks) if "on" in args.compile else 0,
+              "compiled_blocks": len(compiled_blocks),
               "trainable_params": sum(p.numel() for p in module.parameters() if p.requires_grad),
               "frozen_params": sum(p.numel() for p in module.parameters() if not p.requires_grad),
               "rows": rows, **environment(device), "command": command,
