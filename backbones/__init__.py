@@ -1,7 +1,7 @@
 """Causal LMs: the caption loss's frozen reader and, later, the AR model's backbone."""
 
-from backbones.base import CausalLM, LMOutput
-from backbones.hf_lm import HFCausalLM
-from backbones.tiny_lm import TinyCausalLM
+from armkit.backbones.base import CausalLM, LMOutput
+from armkit.backbones.hf_lm import HFCausalLM
+from armkit.backbones.tiny_lm import TinyCausalLM
 
 __all__ = ["CausalLM", "HFCausalLM", "LMOutput", "TinyCausalLM"]

@@ -10,8 +10,8 @@ from typing import NamedTuple
 
 import torch
 
-from tokenizer.buildable import Buildable
-from tokenizer.freezable import Freezable
+from armkit.common.buildable import Buildable
+from armkit.common.freezable import Freezable
 
 
 class LMOutput(NamedTuple):

@@ -8,8 +8,8 @@ import torch
 import torch.nn.functional as nnf
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from backbones.base import CausalLM, LMOutput
-from tokenizer.weights import local_path
+from armkit.backbones.base import CausalLM, LMOutput
+from armkit.common.weights import local_path
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 

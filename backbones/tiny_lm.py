@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as nnf
 from torch import nn
 
-from backbones.base import CausalLM, LMOutput
+from armkit.backbones.base import CausalLM, LMOutput
 
 END, PAD = 256, 257
 VOCAB = 258

@@ -47,9 +47,9 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--out", type=Path)
     args = ap.parse_args(argv)
-    from backbones import HFCausalLM
-    from tokenizer.encoders import TimmEncoder
-    from tokenizer.losses import CaptionLoss
+    from armkit.backbones import HFCausalLM
+    from armkit.tokenizer.encoders import TimmEncoder
+    from armkit.tokenizer.losses import CaptionLoss
 
     torch.manual_seed(0)
     rows = []

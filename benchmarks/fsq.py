@@ -19,8 +19,8 @@ import torch
 from vector_quantize_pytorch import FSQ
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from armkit.tokenizer import FSQQuantizer  # noqa: E402
 from benchmarks.common import environment, print_table  # noqa: E402
-from tokenizer import FSQQuantizer  # noqa: E402
 
 LEVELS = {"paper [2]*16": [2] * 16, "cosmos [8,8,8,5,5,5]": [8, 8, 8, 5, 5, 5], "ifsq [17]*4": [17] * 4}
 

@@ -40,10 +40,10 @@ import yaml
 from torch.utils.flop_counter import FlopCounterMode, sdpa_backward_flop_count, sdpa_flop_count
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from armkit.recipes.compile import compile_blocks  # noqa: E402
 from benchmarks.common import environment, print_table  # noqa: E402
 from benchmarks.stand_ins import random_init  # noqa: E402
 from benchmarks.train_step import build, timed  # noqa: E402
-from recipes.compile import compile_blocks  # noqa: E402
 
 aten = torch.ops.aten
 
@@ -149,7 +149,7 @@ def matmul_peak(device: torch.device, dtype: torch.dtype, size: int, seconds: fl
 
 def set_attention(module, backend: str) -> int:
     """Point every decoders.attention.Attention at `backend`; returns how many there are."""
-    from decoders.attention import Attention, resolve_backend
+    from armkit.decoders.attention import Attention, resolve_backend
 
     layers = [m for m in module.modules() if isinstance(m, Attention)]
     for layer in layers:
@@ -158,7 +158,7 @@ def set_attention(module, backend: str) -> int:
 
 
 def xformers_skip_reason(device: torch.device) -> str | None:
-    from decoders.attention import xformers_available
+    from armkit.decoders.attention import xformers_available
 
     if device.type != "cuda":
         return "xformers runs on CUDA only"

@@ -87,7 +87,7 @@ def random_init(tree: dict, folder: Path) -> dict:
             node["weights"] = None
         if isinstance(node.get("tokenizer_path"), str):
             node["tokenizer_path"] = str(byte_tokenizer_folder(folder / "byte-tokenizer"))
-        if node.get("class_path") == "backbones.HFCausalLM":
+        if node.get("class_path") == "armkit.backbones.HFCausalLM":
             preset = lm_preset_for(node["init_args"]["path"])
             node["init_args"]["path"] = str(random_lm_folder(folder / preset, preset))
     return tree

@@ -42,9 +42,9 @@ def timed(fn, repeats: int, device: torch.device) -> float:
 
 
 def build(config: str, overrides: list[str]):
-    from recipes.commands.train import ArmkitCLI
-    from recipes.data import ShardDataModule
-    from recipes.module import TokenizerModule
+    from armkit.recipes.commands.train import ArmkitCLI
+    from armkit.recipes.data import ShardDataModule
+    from armkit.recipes.module import TokenizerModule
 
     cli = ArmkitCLI(TokenizerModule, ShardDataModule, args=["--config", config, *overrides], run=False,
                     save_config_callback=None)

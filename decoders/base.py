@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from tokenizer.buildable import Buildable
+from armkit.common.buildable import Buildable
 
 
 class Decoder(Buildable, nn.Module):

@@ -22,8 +22,8 @@ import torch
 import torch.nn.functional as nnf
 from torch import nn
 
-from decoders.attention import Attention
-from decoders.flow import FlowDecoder
+from armkit.decoders.attention import Attention
+from armkit.decoders.flow import FlowDecoder
 
 SIZES: dict[str, tuple[int, int, int]] = {  # width, depth, heads: DiT's S/B/L/XL; "tiny" for tests and CPU demos
     "tiny": (64, 2, 4), "S": (384, 12, 6), "B": (768, 12, 12), "L": (1024, 24, 16), "XL": (1152, 28, 16)}

@@ -12,9 +12,9 @@ import torch
 import torch.nn.functional as nnf
 from torch import nn
 
-from decoders.base import Decoder
-from decoders.samplers import guided, solve
-from decoders.transport import RectifiedFlow, rand
+from armkit.decoders.base import Decoder
+from armkit.decoders.samplers import guided, solve
+from armkit.decoders.transport import RectifiedFlow, rand
 
 
 class FlowDecoder(Decoder):

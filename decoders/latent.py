@@ -3,8 +3,8 @@
 The paper trains the tokenizer through the small pixel DiT, then renders final images with a larger latent DiT
 conditioned on the same Z (28 steps, guidance 1.5). Both are `FlowDecoder`s, so the swap is a config change:
 
-    decoder: {class_path: decoders.dit.PixelDiT, init_args: {...}}      # while training the tokenizer
-    decoder: {class_path: decoders.latent.LatentDiT, init_args: {vae_path: /models/sd-vae, ...}}   # rendering
+    decoder: {class_path: armkit.decoders.dit.PixelDiT, init_args: {...}}      # while training the tokenizer
+    decoder: {class_path: armkit.decoders.latent.LatentDiT, init_args: {vae_path: /models/sd-vae, ...}}   # rendering
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from decoders.dit import DiT, as_hw, dit_dims
-from decoders.flow import FlowDecoder
+from armkit.decoders.dit import DiT, as_hw, dit_dims
+from armkit.decoders.flow import FlowDecoder
 
 
 def load_vae(vae_path: str | None, vae_config: dict[str, Any] | None, subfolder: str | None) -> nn.Module:

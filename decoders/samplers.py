@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 import torch
 
-from decoders.transport import VelocityFn
+from armkit.decoders.transport import VelocityFn
 
 Velocity = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (x [B, ...], t [B]) -> dx/dt like x
 

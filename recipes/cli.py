@@ -11,13 +11,13 @@ import importlib
 import sys
 
 COMMANDS = {
-    "data": ("recipes.commands.data", "write WebDataset shards from emoji, fashion-mnist or a folder"),
-    "assets": ("recipes.commands.assets", "fetch and convert the real frozen models of the embedded default"),
-    "train": ("recipes.commands.train", "train a tokenizer from a LightningCLI YAML recipe"),
-    "eval": ("recipes.commands.eval", "evaluate a tokenizer with the pinned protocol"),
-    "ablate": ("recipes.commands.ablate", "train and evaluate loss variants; write the ablation table and plot"),
-    "export": ("recipes.commands.export", "export a checkpoint as a self-contained safetensors folder"),
-    "demo": ("recipes.commands.demo", "the main job: data, assets, train, eval, export on the embedded default"),
+    "data": ("armkit.recipes.commands.data", "write WebDataset shards from emoji, fashion-mnist or a folder"),
+    "assets": ("armkit.recipes.commands.assets", "fetch and convert the real frozen models of the embedded default"),
+    "train": ("armkit.recipes.commands.train", "train a tokenizer from a LightningCLI YAML recipe"),
+    "eval": ("armkit.recipes.commands.eval", "evaluate a tokenizer with the pinned protocol"),
+    "ablate": ("armkit.recipes.commands.ablate", "train and evaluate loss variants; write the ablation table and plot"),
+    "export": ("armkit.recipes.commands.export", "export a checkpoint as a self-contained safetensors folder"),
+    "demo": ("armkit.recipes.commands.demo", "the main job: data, assets, train, eval, export on the embedded default"),
 }
 
 

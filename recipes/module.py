@@ -16,10 +16,10 @@ import lightning as L
 import torch
 from lightning.pytorch.utilities import rank_zero_info
 
-from recipes.compile import compile_blocks
-from tokenizer import Tokenizer, to_spec
-from tokenizer.losses import LossSet
-from tokenizer.weights import local_path, sha256_file
+from armkit.common.weights import local_path, sha256_file
+from armkit.recipes.compile import compile_blocks
+from armkit.tokenizer import Tokenizer, to_spec
+from armkit.tokenizer.losses import LossSet
 
 
 class TokenizerModule(L.LightningModule):

@@ -14,9 +14,9 @@ import timm
 import torch
 from safetensors.torch import load_file, save_file
 
-from recipes.commands import assets as command
-from tokenizer import assets
-from tokenizer.encoders.timm_encoder import TimmEncoder
+from armkit.recipes import assets
+from armkit.recipes.commands import assets as command
+from armkit.tokenizer.encoders.timm_encoder import TimmEncoder
 
 APACHE_OPENING = "Apache Software License 2.0\n\nCopyright (c) 2020\n\nLicensed under the Apache License, Version 2.0"
 

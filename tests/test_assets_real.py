@@ -6,9 +6,9 @@ import pytest
 import torch
 import torch.nn.functional as nnf
 
-from tokenizer import build
-from tokenizer.assets import AssetError, asset_path, asset_spec, load_manifest
-from tokenizer.weights import sha256_file
+from armkit.common.weights import sha256_file
+from armkit.recipes.assets import AssetError, asset_path, asset_spec, load_manifest
+from armkit.tokenizer import build
 
 pytestmark = pytest.mark.assets
 
@@ -27,7 +27,7 @@ def photo(name: str) -> torch.Tensor:
 
 @pytest.mark.parametrize("model_name", ["tf_efficientnet_lite0", "efficientnet_lite0"])
 def test_efficientnet_recognises_a_cat_and_a_coffee_cup(model_name):
-    from tokenizer.encoders.timm_encoder import TimmEncoder
+    from armkit.tokenizer.encoders.timm_encoder import TimmEncoder
 
     encoder = TimmEncoder(model_name, weights=str(need("efficientnet_lite0")))
     assert encoder(photo("chelsea")).shape == (1, 49, 320)

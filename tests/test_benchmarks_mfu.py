@@ -10,8 +10,8 @@ import torch.nn.functional as nnf
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
+from armkit.recipes.compile import compile_blocks, repeated_blocks
 from benchmarks import mfu, stand_ins
-from recipes.compile import compile_blocks, repeated_blocks
 
 
 def attention_flops(mapping: dict | None, backend: SDPBackend, backward: bool) -> int:
@@ -76,8 +76,8 @@ def test_matmul_peak_is_a_positive_rate():
 
 
 def test_compile_blocks_picks_transformer_blocks_and_keeps_outputs_and_names():
-    from decoders import PixelDiT
-    from tokenizer.projections import make_projection
+    from armkit.decoders import PixelDiT
+    from armkit.tokenizer.projections import make_projection
 
     model = torch.nn.ModuleDict({
         "dit": PixelDiT(size="tiny", image_size=16, patch_size=8, cond_dim=8, cond_dropout=0.0),
@@ -98,14 +98,14 @@ def test_compile_blocks_picks_transformer_blocks_and_keeps_outputs_and_names():
 
 
 def test_random_init_replaces_every_weight_file(tmp_path, monkeypatch):
-    from backbones import HFCausalLM
+    from armkit.backbones import HFCausalLM
 
     monkeypatch.setitem(stand_ins.LM_PRESETS, "tiny-qwen", {
         "model_type": "qwen2", "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1,
         "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": 300, "tie_word_embeddings": True})
-    tree = {"model": {"tokenizer": {"encoder": {"class_path": "tokenizer.encoders.OpenCLIPEncoder",
+    tree = {"model": {"tokenizer": {"encoder": {"class_path": "armkit.tokenizer.encoders.OpenCLIPEncoder",
                                                 "init_args": {"model_name": "x", "weights": "/no/such.safetensors"}}},
-                      "lm": {"class_path": "backbones.HFCausalLM", "init_args": {"path": "/data/Tiny-Qwen"}},
+                      "lm": {"class_path": "armkit.backbones.HFCausalLM", "init_args": {"path": "/data/Tiny-Qwen"}},
                       "tower": {"init_args": {"weights": "/no/t.bin", "tokenizer_path": "/no/tok"}}}}
     out = stand_ins.random_init(tree, tmp_path)
     assert tree["model"]["lm"]["init_args"]["path"] == "/data/Tiny-Qwen"  # the input is not changed
@@ -117,5 +117,5 @@ def test_random_init_replaces_every_weight_file(tmp_path, monkeypatch):
     assert ids.shape == (1, 7) and mask.all()  # one token per UTF-8 byte (é is two), then end-of-text
     assert ids[0, -1] == lm.eos_id
     with pytest.raises(ValueError, match="no LM preset"):
-        stand_ins.random_init({"model": {"lm": {"class_path": "backbones.HFCausalLM",
+        stand_ins.random_init({"model": {"lm": {"class_path": "armkit.backbones.HFCausalLM",
                                                 "init_args": {"path": "/data/Llama-70B"}}}}, tmp_path)

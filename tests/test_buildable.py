@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from tokenizer import ConfigError, Tokenizer, build, to_spec
+from armkit.tokenizer import ConfigError, Tokenizer, build, to_spec
 
 
 def test_spec_round_trip_rebuilds_same_architecture(tiny_encoder):
@@ -21,7 +21,7 @@ def test_spec_round_trip_rebuilds_same_architecture(tiny_encoder):
     assert torch.equal(tok.encode(x), again.encode(x))
 
 
-@pytest.mark.parametrize("path", ["os.system", "builtins.eval", "torch.nn.Linear", "tokenizer.buildable.build",
+@pytest.mark.parametrize("path", ["os.system", "builtins.eval", "torch.nn.Linear", "armkit.common.buildable.build",
                                   "subprocess.Popen"])
 def test_build_refuses_foreign_classes(path):
     with pytest.raises(ConfigError, match="not"):
@@ -29,6 +29,6 @@ def test_build_refuses_foreign_classes(path):
 
 
 def test_unknown_argument_is_named():
-    spec = {"class_path": "tokenizer.quantizer.FSQQuantizer", "init_args": {"levels": [8, 5], "levelz": 3}}
+    spec = {"class_path": "armkit.tokenizer.quantizer.FSQQuantizer", "init_args": {"levels": [8, 5], "levelz": 3}}
     with pytest.raises(ConfigError, match="levelz"):
         build(spec)

@@ -12,8 +12,8 @@ import torch
 import webdataset as wds
 from PIL import Image
 
-from recipes.data.module import ResumableLoader, ShardLoader
-from recipes.data.reader import (
+from armkit.recipes.data.module import ResumableLoader, ShardLoader
+from armkit.recipes.data.reader import (
     ShardReader,
     SkippedSampleWarning,
     TrainStream,

@@ -14,7 +14,7 @@ import torch
 import webdataset as wds
 from PIL import Image
 
-from recipes.data.module import ShardDataModule
+from armkit.recipes.data.module import ShardDataModule
 
 BAD = {9, 31, 50}  # corrupt samples: resuming must replay skips exactly too
 

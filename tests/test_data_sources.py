@@ -14,11 +14,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from recipes.cli import main
-from recipes.data import fashion_mnist
-from recipes.data.emoji import code_points
-from recipes.data.fetch import FetchError, apt_deb, npm_tarball
-from recipes.data.reader import ShardReader
+from armkit.recipes.cli import main
+from armkit.recipes.data import fashion_mnist
+from armkit.recipes.data.emoji import code_points
+from armkit.recipes.data.fetch import FetchError, apt_deb, npm_tarball
+from armkit.recipes.data.reader import ShardReader
 
 
 def read_all(folder: Path, split: str, size: int) -> dict[str, dict]:

@@ -3,11 +3,11 @@
 import pytest
 import torch
 
-from decoders import PixelDiT
-from decoders.attention import resolve_backend, xformers_available
-from decoders.dit import dit_dims, token_grid
-from decoders.samplers import euler, time_grid
-from tokenizer.buildable import build, to_spec
+from armkit.common.buildable import build, to_spec
+from armkit.decoders import PixelDiT
+from armkit.decoders.attention import resolve_backend, xformers_available
+from armkit.decoders.dit import dit_dims, token_grid
+from armkit.decoders.samplers import euler, time_grid
 
 
 def tiny(**kw) -> PixelDiT:
@@ -140,7 +140,7 @@ def test_loss_resizes_images_and_checks_shapes():
 def test_rebuilds_from_its_spec():
     dec = randomize(tiny(image_size=(16, 24), cond_grid=[2, 2], size="S", width=32, depth=1, heads=2))
     spec = to_spec(dec)
-    assert spec["class_path"] == "decoders.dit.PixelDiT" and spec["init_args"]["image_size"] == [16, 24]
+    assert spec["class_path"] == "armkit.decoders.dit.PixelDiT" and spec["init_args"]["image_size"] == [16, 24]
     again = build(spec)
     again.load_state_dict(dec.state_dict(), strict=True)
     x, t, cond = torch.randn(1, 3, 16, 24), torch.rand(1), torch.randn(1, 4, 8)

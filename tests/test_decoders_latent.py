@@ -4,8 +4,8 @@ import pytest
 import torch
 from diffusers import AutoencoderKL
 
-from decoders import LatentDiT, PixelDiT
-from tokenizer.buildable import build, to_spec
+from armkit.common.buildable import build, to_spec
+from armkit.decoders import LatentDiT, PixelDiT
 
 VAE = {"block_out_channels": [8, 16], "layers_per_block": 1, "latent_channels": 4, "norm_num_groups": 8,
        "down_block_types": ["DownEncoderBlock2D"] * 2, "up_block_types": ["UpDecoderBlock2D"] * 2,

@@ -3,10 +3,10 @@
 import pytest
 import torch
 
-from decoders import PixelDiT
-from tokenizer import Tokenizer
-from tokenizer.encoders.timm_encoder import TimmEncoder
-from tokenizer.losses.pixel import PixelLoss
+from armkit.decoders import PixelDiT
+from armkit.tokenizer import Tokenizer
+from armkit.tokenizer.encoders.timm_encoder import TimmEncoder
+from armkit.tokenizer.losses.pixel import PixelLoss
 
 
 def make_tokenizer(decoder: PixelDiT | None) -> Tokenizer:

@@ -12,7 +12,7 @@ import pytest
 import torch
 from diffusers import FlowMatchEulerDiscreteScheduler, FlowMatchHeunDiscreteScheduler
 
-from decoders.samplers import euler, guided, heun, solve, time_grid
+from armkit.decoders.samplers import euler, guided, heun, solve, time_grid
 
 MU = torch.tensor([2.0, -1.0, 0.5], dtype=torch.float64)
 S = torch.tensor([0.5, 1.5, 0.2], dtype=torch.float64)

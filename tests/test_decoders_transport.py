@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from decoders.transport import RectifiedFlow
+from armkit.decoders.transport import RectifiedFlow
 
 MU = torch.tensor([2.0, -1.0, 0.5], dtype=torch.float64)
 S = torch.tensor([0.5, 1.5, 0.2], dtype=torch.float64)

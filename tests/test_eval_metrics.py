@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from recipes.evaluation.metrics import (
+from armkit.recipes.evaluation.metrics import (
     CodeHistogram,
     balanced_top1,
     code_perplexity,
@@ -17,9 +17,9 @@ from recipes.evaluation.metrics import (
     retrieval_r1,
     topk_correct,
 )
-from recipes.evaluation.protocol import Protocol, ProtocolError
-from recipes.evaluation.reconstruction import ReconstructionMetrics, make_fid, make_lpips
-from recipes.evaluation.zeroshot import class_names, text_classifier
+from armkit.recipes.evaluation.protocol import Protocol, ProtocolError
+from armkit.recipes.evaluation.reconstruction import ReconstructionMetrics, make_fid, make_lpips
+from armkit.recipes.evaluation.zeroshot import class_names, text_classifier
 
 
 def recon_metrics() -> ReconstructionMetrics:
@@ -131,7 +131,7 @@ def test_text_classifier_averages_normalised_template_embeddings():
 
 
 def test_zero_shot_on_hand_made_embeddings_ignores_unlabelled_samples():
-    from recipes.evaluation.evaluate import zero_shot
+    from armkit.recipes.evaluation.evaluate import zero_shot
 
     class Heads:  # stands in for SigmoidLoss: "red" -> x axis, "green" -> y axis, whatever the template
         @staticmethod

@@ -14,7 +14,7 @@ from types import SimpleNamespace
 import pytest
 import yaml
 
-from recipes.cli import main
+from armkit.recipes.cli import main
 
 TINY = Path(__file__).resolve().parents[1] / "recipes" / "tokenizer" / "tiny.yaml"
 CLASSES = ["red", "green", "blue", "yellow"]  # the shapes' labels (conftest.make_shapes_folder)
@@ -49,15 +49,15 @@ def ckpt(ablation, variant: str) -> Path:
 
 
 def evaluate_ckpt(path: Path, shards: Path) -> dict:
-    from recipes.evaluation.evaluate import evaluate
-    from recipes.evaluation.load import load_for_eval
-    from recipes.evaluation.protocol import Protocol
+    from armkit.recipes.evaluation.evaluate import evaluate
+    from armkit.recipes.evaluation.load import load_for_eval
+    from armkit.recipes.evaluation.protocol import Protocol
 
     return evaluate(load_for_eval(path), shards, Protocol.from_mapping(PROTOCOL), classes=CLASSES)
 
 
 def json_round_trip(report: dict) -> dict:
-    from recipes.evaluation.evaluate import finite_or_none
+    from armkit.recipes.evaluation.evaluate import finite_or_none
 
     return json.loads(json.dumps(finite_or_none(report)))
 
@@ -83,7 +83,7 @@ def test_ablate_writes_table_plot_and_one_metrics_json_per_run(ablation):
 
 
 def test_rerun_skips_finished_runs_and_refuses_changed_settings(ablation, monkeypatch, capsys):
-    import recipes.evaluation.ablation as ablation_module
+    import armkit.recipes.evaluation.ablation as ablation_module
 
     def no_training(*args, **kwargs):
         raise AssertionError("a finished run was trained again")
@@ -122,7 +122,7 @@ def test_eval_twice_gives_identical_numbers_and_pins_the_protocol(ablation):
 
 
 def test_eval_of_an_export_matches_the_checkpoint_and_needs_no_lightning(ablation, tmp_path):
-    from recipes.commands.export import export_checkpoint
+    from armkit.recipes.commands.export import export_checkpoint
 
     folder = export_checkpoint(ckpt(ablation, "all"), tmp_path / "export")
     out = tmp_path / "metrics.json"
@@ -143,7 +143,7 @@ def test_eval_of_an_export_matches_the_checkpoint_and_needs_no_lightning(ablatio
 
 
 def test_export_without_heads_skips_head_metrics_with_the_reason(ablation, tmp_path):
-    from recipes.commands.export import export_checkpoint
+    from armkit.recipes.commands.export import export_checkpoint
 
     folder = export_checkpoint(ckpt(ablation, "cap+pix"), tmp_path / "export", heads=False)
     report = evaluate_ckpt(folder, ablation.shards)
@@ -164,7 +164,7 @@ def test_clear_errors_for_bad_inputs(ablation, tmp_path, capsys):
 
 
 def test_ablation_budget_replaces_the_recipes_and_switches_every_loss(tmp_path):
-    from recipes.evaluation.ablation import RUN, load_config, train_argv
+    from armkit.recipes.evaluation.ablation import RUN, load_config, train_argv
 
     config = write_config(tmp_path / "a.yaml", tmp_path)
     cfg = load_config(config, minutes=90.5, variants=["cap+pix"], seeds=[3])

@@ -15,12 +15,12 @@ import torch
 import yaml
 from safetensors.torch import load_file, save_file
 
-from backbones import TinyCausalLM
-from recipes.cli import main
-from tokenizer import Tokenizer, build, to_spec
-from tokenizer.encoders import TimmEncoder
-from tokenizer.losses import CaptionLoss, DistillLoss, LossSet, SigmoidLoss
-from tokenizer.text import TinyTextTower
+from armkit.backbones import TinyCausalLM
+from armkit.recipes.cli import main
+from armkit.tokenizer import Tokenizer, build, to_spec
+from armkit.tokenizer.encoders import TimmEncoder
+from armkit.tokenizer.losses import CaptionLoss, DistillLoss, LossSet, SigmoidLoss
+from armkit.tokenizer.text import TinyTextTower
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -77,7 +77,7 @@ def fake_run(root: Path, *, encoder_weights: str | None = None) -> tuple[Path, T
     (shards / "meta.json").write_text(json.dumps({"source": "emoji", "licence": "MIT (test)",
                                                   "splits": {"train": {"count": 12}}}))
     train = str(shards / "train-{000000..000003}.tar")
-    data = {"class_path": "recipes.data.ShardDataModule", "init_args": {"train": train, "image_size": 32}}
+    data = {"class_path": "armkit.recipes.data.ShardDataModule", "init_args": {"train": train, "image_size": 32}}
     (root / "config.yaml").write_text(yaml.safe_dump({"model": {}, "data": data}))
     (root / "metrics.json").write_text(json.dumps({"psnr": 19.61234, "zero_shot": {"top1": 0.25}, "note": "x"}))
     return root / "checkpoints" / "last.ckpt", tok.eval(), losses.eval()
@@ -110,12 +110,12 @@ def load_in_fresh_process(ckpt: Path, out: Path, probe: Path, head: str) -> subp
     assert len(torch.unique(expected)) > 1  # equal indices below are not equal constants
     save_file({"images": x, "indices": expected}, str(probe))
     code = POISON + textwrap.dedent(f"""
-        import tokenizer
+        import armkit.tokenizer
         print("after import tokenizer:", ATTEMPTS, sorted(m for m in sys.modules if "lightning" in m))
         import torch
         from safetensors.torch import load_file
-        from tokenizer import Tokenizer
-        from tokenizer.hub import load_heads
+        from armkit.tokenizer import Tokenizer
+        from armkit.tokenizer.hub import load_heads
 
         probe = load_file({str(probe)!r})
         tok = Tokenizer.from_pretrained({str(out)!r})
@@ -150,12 +150,12 @@ def test_export_writes_weights_heads_and_card(exported):
     assert not any(".text_tower." in k or ".lm." in k for k in heads)  # frozen towers are referenced by spec
     card = (out / "README.md").read_text()
     assert "| psnr | 19.6123 |" in card and "| zero_shot/top1 | 0.25 |" in card and "note" not in card
-    assert "recipes.data.ShardDataModule" in card and "train-{000000..000003}.tar" in card and "step 40" in card
+    assert "armkit.recipes.data.ShardDataModule" in card and "train-{000000..000003}.tar" in card and "step 40" in card
     assert "train: 12 images from `emoji` (MIT (test))" in card and "- train data (emoji): MIT (test)" in card
 
 
 def test_heads_round_trip_in_process(exported):
-    from tokenizer.hub import load_heads
+    from armkit.tokenizer.hub import load_heads
 
     heads = load_heads(exported[2])
     for key, value in exported[3].state_dict().items():  # trained heads from the file, frozen towers by spec
@@ -206,7 +206,7 @@ def test_export_refuses_bad_checkpoints(tmp_path, capsys):
 def test_tiny_yaml_run_exports_and_encodes_identically(tmp_path, tiny_shards):
     """The issue's end-to-end check, in CI: train tiny.yaml, export, load in a fresh process without lightning."""
     shards, runs, out = tiny_shards, tmp_path / "runs", tmp_path / "export"
-    cli = [sys.executable, "-m", "recipes.cli"]
+    cli = [sys.executable, "-m", "armkit.recipes.cli"]
     subprocess.run([*cli, "train", "--config", "recipes/tokenizer/tiny.yaml", f"--data.train={shards}",
                     f"--data.val={shards}", "--trainer.max_steps=6", "--trainer.limit_val_batches=0",
                     f"--trainer.default_root_dir={runs}"],

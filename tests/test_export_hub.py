@@ -13,9 +13,9 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from tokenizer import Tokenizer
-from tokenizer.encoders import TimmEncoder
-from tokenizer.hub import ExportError, from_pretrained, save_pretrained
+from armkit.tokenizer import Tokenizer
+from armkit.tokenizer.encoders import TimmEncoder
+from armkit.tokenizer.hub import ExportError, from_pretrained, save_pretrained
 
 
 def tiny_encoder(weights: str | None = None) -> TimmEncoder:
@@ -174,7 +174,7 @@ def test_config_naming_an_unknown_class_builds_nothing(saved, tmp_path, where):
 
 
 @pytest.mark.parametrize("change, match", [
-    (lambda c: c["tokenizer"].update(class_path="tokenizer.quantizer.FSQQuantizer"), "not a Tokenizer"),
+    (lambda c: c["tokenizer"].update(class_path="armkit.tokenizer.quantizer.FSQQuantizer"), "not a Tokenizer"),
     (lambda c: c.update(format="something.else"), "not an armkit tokenizer export"),
     (lambda c: c.update(format_version=99), "newer"),
     (lambda c: c.update(codebook_size=7), "codebook_size=7"),
@@ -223,7 +223,7 @@ def test_torchscript_graphs_equal_eager_and_are_never_loaded(tmp_path):
 
 
 def test_pixel_dit_decoder_round_trip(tmp_path):
-    from decoders.dit import PixelDiT
+    from armkit.decoders.dit import PixelDiT
 
     decoder = PixelDiT(image_size=32, patch_size=8, cond_dim=192, size="tiny")
     tok = tiny_tokenizer(decoder=decoder)
@@ -232,7 +232,7 @@ def test_pixel_dit_decoder_round_trip(tmp_path):
             p.add_(0.05 * torch.randn_like(p))
     folder = tok.save_pretrained(tmp_path / "dit")
     loaded = Tokenizer.from_pretrained(folder)
-    assert json.loads((folder / "config.json").read_text())["decoder"]["class_path"] == "decoders.dit.PixelDiT"
+    assert json.loads((folder / "config.json").read_text())["decoder"]["class_path"] == "armkit.decoders.dit.PixelDiT"
     indices = tok.encode(images(2))
     out = tok.decode(indices, steps=2, generator=torch.Generator().manual_seed(0))
     again = loaded.decode(indices, steps=2, generator=torch.Generator().manual_seed(0))
@@ -243,7 +243,7 @@ def test_pixel_dit_decoder_round_trip(tmp_path):
 def test_latent_dit_export_needs_no_vae_folder(tmp_path):
     from diffusers import AutoencoderKL
 
-    from decoders.latent import LatentDiT
+    from armkit.decoders.latent import LatentDiT
 
     vae_dir = tmp_path / "vae"
     AutoencoderKL(block_out_channels=[8, 8], down_block_types=["DownEncoderBlock2D"] * 2,

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import torch
 
-from backbones import TinyCausalLM
-from tokenizer import Tokenizer
-from tokenizer.losses import CaptionLoss, SigmoidLoss
-from tokenizer.text import TinyTextTower
+from armkit.backbones import TinyCausalLM
+from armkit.tokenizer import Tokenizer
+from armkit.tokenizer.losses import CaptionLoss, SigmoidLoss
+from armkit.tokenizer.text import TinyTextTower
 
 
 def test_sigmoid_text_cache_gives_identical_loss_and_calls_the_tower_once(tiny_encoder):

@@ -7,10 +7,10 @@ import torch
 import yaml
 from jsonargparse import ArgumentParser
 
-from backbones import TinyCausalLM
-from tokenizer import Tokenizer, build, to_spec
-from tokenizer.losses import CaptionLoss, DistillLoss, Loss, LossSet, SigmoidLoss
-from tokenizer.text import TinyTextTower
+from armkit.backbones import TinyCausalLM
+from armkit.tokenizer import Tokenizer, build, to_spec
+from armkit.tokenizer.losses import CaptionLoss, DistillLoss, Loss, LossSet, SigmoidLoss
+from armkit.tokenizer.text import TinyTextTower
 
 
 class ZNorm(Loss):
@@ -101,23 +101,24 @@ def test_of_type_finds_the_sigmoid_loss(tok):
 YAML = """
 losses:
   caption:
-    class_path: tokenizer.losses.CaptionLoss
-    init_args: {embed_dim: 192, lm: {class_path: backbones.TinyCausalLM, init_args: {width: 32, seed: 5}}}
+    class_path: armkit.tokenizer.losses.CaptionLoss
+    init_args: {embed_dim: 192, lm: {class_path: armkit.backbones.TinyCausalLM, init_args: {width: 32, seed: 5}}}
   sigmoid:
-    class_path: tokenizer.losses.SigmoidLoss
+    class_path: armkit.tokenizer.losses.SigmoidLoss
     init_args:
       embed_dim: 192
       weight: 5.0
       pool: attn
-      text_tower: {class_path: tokenizer.text.TinyTextTower, init_args: {width: 32}}
-  distill: {class_path: tokenizer.losses.DistillLoss, init_args: {enabled: false}}
+      text_tower: {class_path: armkit.tokenizer.text.TinyTextTower, init_args: {width: 32}}
+  distill: {class_path: armkit.tokenizer.losses.DistillLoss, init_args: {enabled: false}}
 """
 
 
 def test_yaml_through_jsonargparse_and_spec_round_trip(tok, batch):
     parser = ArgumentParser()
     parser.add_argument("--loss", type=LossSet)
-    cfg = parser.parse_object({"loss": {"class_path": "tokenizer.losses.LossSet", "init_args": yaml.safe_load(YAML)}})
+    spec = {"class_path": "armkit.tokenizer.losses.LossSet", "init_args": yaml.safe_load(YAML)}
+    cfg = parser.parse_object({"loss": spec})
     losses = parser.instantiate_classes(cfg).loss
     assert [(n, type(v).__name__, v.weight, v.enabled) for n, v in losses.items()] == [
         ("caption", "CaptionLoss", 1.0, True), ("sigmoid", "SigmoidLoss", 5.0, True),

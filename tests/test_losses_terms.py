@@ -10,10 +10,10 @@ import torch
 import torch.nn.functional as nnf
 from open_clip.loss import SigLipLoss
 
-from backbones import TinyCausalLM
-from tokenizer import Tokenizer
-from tokenizer.losses import CaptionLoss, DistillLoss, LossSet, SigmoidLoss
-from tokenizer.text import TinyTextTower
+from armkit.backbones import TinyCausalLM
+from armkit.tokenizer import Tokenizer
+from armkit.tokenizer.losses import CaptionLoss, DistillLoss, LossSet, SigmoidLoss
+from armkit.tokenizer.text import TinyTextTower
 
 TXT = ["a red car on a road", "two small dogs", "a blue sky", "an old oak tree"]
 TAGS = ["car, red", "dog, small", "sky, blue", "tree, oak, old"]

@@ -6,9 +6,9 @@ import pytest
 import torch
 import torch.nn.functional as nnf
 
-from backbones import TinyCausalLM
-from backbones.tiny_lm import END, PAD
-from tokenizer.text import TinyTextTower
+from armkit.backbones import TinyCausalLM
+from armkit.backbones.tiny_lm import END, PAD
+from armkit.tokenizer.text import TinyTextTower
 
 
 def test_tokenize_bytes_end_and_right_padding():

@@ -10,10 +10,10 @@ import torch.nn.functional as nnf
 import transformers as hf
 from tokenizers import Tokenizer, models, pre_tokenizers
 
-from backbones.hf_lm import HFCausalLM
-from tokenizer import build, to_spec
-from tokenizer.encoders.hf_encoder import HFVisionEncoder
-from tokenizer.text.hf_text import HFSentenceEncoder
+from armkit.backbones.hf_lm import HFCausalLM
+from armkit.tokenizer import build, to_spec
+from armkit.tokenizer.encoders.hf_encoder import HFVisionEncoder
+from armkit.tokenizer.text.hf_text import HFSentenceEncoder
 
 TINY = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2}
 WORDS = ["a", "the", "cat", "dog", "sat", "on", "mat", "red", "blue", "small", "big", "photo", "of", "is",

@@ -10,9 +10,9 @@ from safetensors.torch import save_file
 from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import PreTrainedTokenizerFast
 
-from tokenizer import build, to_spec
-from tokenizer.encoders.open_clip_encoder import OpenCLIPEncoder
-from tokenizer.text.open_clip_text import OpenCLIPTextTower
+from armkit.tokenizer import build, to_spec
+from armkit.tokenizer.encoders.open_clip_encoder import OpenCLIPEncoder
+from armkit.tokenizer.text.open_clip_text import OpenCLIPTextTower
 
 CLIP_TEXT = {"context_length": 16, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1}
 # SigLIP2's layout (timm trunk, attention-pool head, custom text tower) with tiny timm test ViTs

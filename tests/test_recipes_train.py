@@ -19,7 +19,7 @@ TINY = str(Path(__file__).resolve().parents[1] / "recipes" / "tokenizer" / "tiny
 
 
 def armkit(*args: str) -> list[str]:
-    return [sys.executable, "-m", "recipes.cli", "train", "--config", TINY, *args]
+    return [sys.executable, "-m", "armkit.recipes.cli", "train", "--config", TINY, *args]
 
 
 def common(shards: Path, root: Path) -> list[str]:
@@ -104,7 +104,7 @@ def test_ddp_two_cpu_processes_disjoint_data_identical_weights(tiny_shards, tmp_
     ("--model.tokenizer.init_args.encoder.init_args.weights=null", "write `weights: null` in the YAML"),
 ])
 def test_bad_config_is_one_error_naming_the_key(override, names, capsys, monkeypatch):
-    from recipes.commands import train
+    from armkit.recipes.commands import train
 
     built, original = [], train.TokenizerModule.__init__
 
@@ -121,7 +121,7 @@ def test_bad_config_is_one_error_naming_the_key(override, names, capsys, monkeyp
 
 
 def test_unknown_key_is_named(capsys):
-    from recipes.commands import train
+    from armkit.recipes.commands import train
 
     with pytest.raises(SystemExit):
         train.main(["--config", TINY, "--model.tokenizer.init_args.levelz=[8,5]"])
@@ -129,7 +129,7 @@ def test_unknown_key_is_named(capsys):
 
 
 def test_paper_recipe_parses_and_asks_for_its_local_weights(capsys):
-    from recipes.commands import train
+    from armkit.recipes.commands import train
 
     paper = str(Path(TINY).with_name("paper.yaml"))
     assert train.main(["--config", paper]) == 2  # parsed (no unknown key), then stopped before building anything

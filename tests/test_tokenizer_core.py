@@ -6,7 +6,7 @@ import pytest
 import torch
 from vector_quantize_pytorch import FSQ
 
-from tokenizer import FSQQuantizer, Tokenizer
+from armkit.tokenizer import FSQQuantizer, Tokenizer
 
 
 @pytest.mark.parametrize("levels", [[8, 8, 8, 5, 5, 5], [2] * 16, [17] * 4, [8, 5, 5, 5]])
@@ -92,7 +92,7 @@ def test_frozen_encoder_gets_no_gradient(tiny_encoder):
 
 
 def test_mismatched_decoder_width_is_named(tiny_encoder):
-    from decoders.base import Decoder
+    from armkit.decoders.base import Decoder
 
     class Fake(Decoder):
         def __init__(self, *, cond_dim: int) -> None:
@@ -110,7 +110,7 @@ def test_decode_without_decoder_is_a_clear_error(tiny_encoder):
 
 
 def test_cnn_stage_tokens():
-    from tokenizer.encoders import TimmEncoder
+    from armkit.tokenizer.encoders import TimmEncoder
 
     enc = TimmEncoder("efficientnet_lite0", image_size=64, stage=3)
     feats = enc(torch.rand(2, 3, 64, 64))

@@ -19,6 +19,7 @@ import copy
 import importlib.metadata
 import json
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -27,9 +28,9 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from tokenizer.buildable import ConfigError, build, resolve, to_spec
-from tokenizer.model import Tokenizer
-from tokenizer.weights import sha256_file
+from armkit.common.buildable import ConfigError, build, resolve, to_spec
+from armkit.common.weights import sha256_file
+from armkit.tokenizer.model import Tokenizer
 
 FORMAT, FORMAT_VERSION = "armkit.tokenizer", 1
 CONFIG_NAME, WEIGHTS_NAME, HEADS_NAME, CARD_NAME = "config.json", "model.safetensors", "heads.safetensors", "README.md"
@@ -120,19 +121,19 @@ def self_contained(spec: dict, tok: Tokenizer) -> dict:
     return spec
 
 
-def check_classes(spec: Any, where: str) -> None:
+def check_classes(spec: Any, where: str, trust: Sequence[str] = ()) -> None:
     """Resolve every class_path before anything is built, so a bad config fails without constructing anything."""
     if isinstance(spec, dict):
         if "class_path" in spec:
             try:
-                resolve(spec["class_path"])
+                resolve(spec["class_path"], trust=trust)
             except ConfigError as e:
                 raise ExportError(f"{where}: {e}") from None
         for key, value in spec.items():
-            check_classes(value, f"{where}.{key}")
+            check_classes(value, f"{where}.{key}", trust)
     elif isinstance(spec, list):
         for i, value in enumerate(spec):
-            check_classes(value, f"{where}[{i}]")
+            check_classes(value, f"{where}[{i}]", trust)
 
 
 def frozen_prefixes(module: nn.Module) -> list[str]:
@@ -243,16 +244,18 @@ def locate_encoder_weights(directory: Path, encoder: dict, override: Path | str 
     return path
 
 
-def from_pretrained(directory: Path | str, *, encoder_weights: Path | str | None = None) -> Tokenizer:
-    """Rebuild the Tokenizer saved by `save_pretrained`, in eval mode; see the module docstring."""
+def from_pretrained(directory: Path | str, *, encoder_weights: Path | str | None = None,
+                    trust: Sequence[str] = ()) -> Tokenizer:
+    """Rebuild the Tokenizer saved by `save_pretrained`, in eval mode; see the module docstring. `trust` names your
+    own packages whose classes the export may use (a fifth loss, an encoder of yours); nothing else is imported."""
     directory = Path(directory)
     config = read_config(directory)
     where = str(directory / CONFIG_NAME)
     spec = copy.deepcopy(config["tokenizer"])
     if "class_path" not in spec:
         raise ExportError(f"{where}: tokenizer has no class_path")
-    check_classes(spec, f"{where}: tokenizer")
-    if not issubclass(resolve(spec["class_path"]), Tokenizer):
+    check_classes(spec, f"{where}: tokenizer", trust)
+    if not issubclass(resolve(spec["class_path"], trust=trust), Tokenizer):
         raise ExportError(f"{where}: tokenizer.class_path {spec['class_path']!r} is not a Tokenizer")
     args = spec.setdefault("init_args", {})
     if not isinstance(args.get("encoder"), dict):
@@ -264,7 +267,7 @@ def from_pretrained(directory: Path | str, *, encoder_weights: Path | str | None
         args["encoder"]["init_args"]["weights"] = str(path)
     state = read_safetensors(directory / WEIGHTS_NAME)  # a bad file fails before any model is built
     try:
-        tok = build(spec, where=f"{where}: tokenizer")
+        tok = build(spec, where=f"{where}: tokenizer", trust=trust)
     except ConfigError as e:
         raise ExportError(str(e)) from None
     load_checked(tok, state, source=directory / WEIGHTS_NAME, skip=() if included else (ENCODER_PREFIX,))
@@ -278,7 +281,7 @@ def from_pretrained(directory: Path | str, *, encoder_weights: Path | str | None
     return tok.eval()
 
 
-def load_heads(directory: Path | str) -> nn.Module | None:
+def load_heads(directory: Path | str, *, trust: Sequence[str] = ()) -> nn.Module | None:
     """The loss heads saved beside the tokenizer (e.g. a LossSet), frozen parts rebuilt from their own specs and
     files; None when the export has none."""
     directory = Path(directory)
@@ -286,10 +289,10 @@ def load_heads(directory: Path | str) -> nn.Module | None:
     if not config.get("heads"):
         return None
     where = f"{directory / CONFIG_NAME}: heads"
-    check_classes(config["heads"], where)
+    check_classes(config["heads"], where, trust)
     state = read_safetensors(directory / HEADS_NAME)
     try:
-        heads = build(copy.deepcopy(config["heads"]), where=where)
+        heads = build(copy.deepcopy(config["heads"]), where=where, trust=trust)
     except ConfigError as e:
         raise ExportError(str(e)) from None
     load_checked(heads, state, source=directory / HEADS_NAME, skip=tuple(frozen_prefixes(heads)))

@@ -7,17 +7,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import NamedTuple
 
 import torch
 from torch import nn
 
-from decoders.base import Decoder
-from tokenizer.buildable import Buildable
-from tokenizer.encoders.base import VisionEncoder
-from tokenizer.projections import make_projection
-from tokenizer.quantizer import FSQQuantizer
+from armkit.common.buildable import Buildable
+from armkit.decoders.base import Decoder
+from armkit.tokenizer.encoders.base import VisionEncoder
+from armkit.tokenizer.projections import make_projection
+from armkit.tokenizer.quantizer import FSQQuantizer
 
 
 class TokenizerOutput(NamedTuple):
@@ -91,16 +92,18 @@ class Tokenizer(Buildable, nn.Module):
     def save_pretrained(self, directory: str | Path, *, include_encoder: bool = True,
                         card: dict | None = None) -> Path:
         """Write a self-contained folder (config.json, model.safetensors, README.md); see tokenizer/hub.py."""
-        from tokenizer import hub  # imported here: hub imports this module
+        from armkit.tokenizer import hub  # imported here: hub imports this module
 
         return hub.save_pretrained(self, directory, include_encoder=include_encoder, card=card)
 
     @classmethod
-    def from_pretrained(cls, directory: str | Path) -> Tokenizer:
-        """Load a folder written by save_pretrained or `armkit export`, without unpickling; see tokenizer/hub.py."""
-        from tokenizer import hub
+    def from_pretrained(cls, directory: str | Path, *, trust: Sequence[str] = (),
+                        encoder_weights: str | Path | None = None) -> Tokenizer:
+        """Load a folder written by save_pretrained or `armkit export`, without unpickling; see tokenizer/hub.py.
+        `trust=["mylab"]` lets the export use classes from your own package `mylab`."""
+        from armkit.tokenizer import hub
 
-        tok = hub.from_pretrained(directory)
+        tok = hub.from_pretrained(directory, trust=trust, encoder_weights=encoder_weights)
         if not isinstance(tok, cls):
             raise hub.ExportError(f"{directory} holds a {type(tok).__name__}, not a {cls.__name__}")
         return tok

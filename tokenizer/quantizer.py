@@ -8,7 +8,7 @@ import torch
 from torch import nn
 from vector_quantize_pytorch import FSQ
 
-from tokenizer.buildable import Buildable
+from armkit.common.buildable import Buildable
 
 BOUNDS = ("tanh", "ifsq")
 

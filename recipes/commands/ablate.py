@@ -29,8 +29,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from recipes.evaluation.ablation import AblationError, load_config, run_ablation, run_dir, train_argv
-    from recipes.evaluation.protocol import ProtocolError
+    from armkit.recipes.evaluation.ablation import AblationError, load_config, run_ablation, run_dir, train_argv
+    from armkit.recipes.evaluation.protocol import ProtocolError
 
     try:
         cfg = load_config(args.config, seeds=args.seeds, variants=args.variants, max_steps=args.max_steps,

@@ -16,7 +16,7 @@ import shlex
 import sys
 import time
 
-from recipes.data.fetch import FetchError, cache_dir
+from armkit.recipes.data.fetch import FetchError, cache_dir
 
 SOURCES = ("emoji", "fashion-mnist", "folder")
 
@@ -41,12 +41,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def load_source(args: argparse.Namespace):
     if args.source == "emoji":
-        from recipes.data import emoji
+        from armkit.recipes.data import emoji
         return emoji.load(cache=args.cache, limit=args.limit)
     if args.source == "fashion-mnist":
-        from recipes.data import fashion_mnist
+        from armkit.recipes.data import fashion_mnist
         return fashion_mnist.load(cache=args.cache, limit=args.limit)
-    from recipes.data import folder
+    from armkit.recipes.data import folder
     if args.src is None:
         raise ValueError("armkit data folder needs --src DIR")
     return folder.load(src=args.src, index=args.index, limit=args.limit)
@@ -63,7 +63,7 @@ def command_line(args: argparse.Namespace) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from recipes.data.writer import write_dataset
+    from armkit.recipes.data.writer import write_dataset
 
     if args.source != "folder" and (args.src or args.index):
         print(f"armkit data: --src/--index are only for the folder source, not {args.source}", file=sys.stderr)

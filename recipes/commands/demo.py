@@ -12,7 +12,7 @@ import json
 import time
 from pathlib import Path
 
-from recipes.cli import main as armkit
+from armkit.recipes.cli import main as armkit
 
 RECIPE = Path(__file__).resolve().parents[1] / "tokenizer" / "demo.yaml"
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import yaml
 
-from recipes.evaluation.protocol import Protocol, ProtocolError
+from armkit.recipes.evaluation.protocol import Protocol, ProtocolError
 
 DEFAULTS = Protocol()
 SHOWN = ("psnr", "ssim", "lpips", "rfid", "zeroshot_top1", "zeroshot_top1_balanced", "zeroshot_top5",
@@ -79,10 +79,10 @@ def format_value(value) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from recipes.evaluation.evaluate import evaluate, save_report
-    from recipes.evaluation.load import load_for_eval
-    from tokenizer.buildable import ConfigError
-    from tokenizer.hub import ExportError
+    from armkit.common.buildable import ConfigError
+    from armkit.recipes.evaluation.evaluate import evaluate, save_report
+    from armkit.recipes.evaluation.load import load_for_eval
+    from armkit.tokenizer.hub import ExportError
 
     try:
         protocol = protocol_from(args)

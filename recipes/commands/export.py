@@ -21,9 +21,9 @@ from typing import Any
 import torch
 import yaml
 
-from tokenizer.assets import MANIFEST
-from tokenizer.buildable import ConfigError, build
-from tokenizer.hub import (
+from armkit.common.buildable import ConfigError, build
+from armkit.common.cache import MANIFEST
+from armkit.tokenizer.hub import (
     ENCODER_PREFIX,
     ExportError,
     detached,
@@ -32,7 +32,7 @@ from tokenizer.hub import (
     load_checked,
     save_pretrained,
 )
-from tokenizer.model import Tokenizer
+from armkit.tokenizer.model import Tokenizer
 
 WEIGHT_KEYS = ("weights", "path", "vae_path")
 UNKNOWN_LICENSE = "see the weights' source"
@@ -220,7 +220,7 @@ def weight_files(spec: Any, where: str) -> list[tuple[str, str]]:
 
 
 def asset_license(path: Path) -> str | None:
-    """The licence `armkit assets` recorded for `path`: the nearest assets.json above it (tokenizer/assets.py's
+    """The licence `armkit assets` recorded for `path`: the nearest assets.json above it (recipes/assets.py's
     manifest: {"assets": {NAME: {"path", "model_licence", "licence", ...}}}, files under <assets>/NAME/)."""
     target = path.expanduser().resolve()
     for folder in list(target.parents)[:4]:

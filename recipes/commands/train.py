@@ -14,10 +14,10 @@ from typing import Any
 from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
-from recipes.data import ShardDataModule
-from recipes.module import TokenizerModule
-from tokenizer.assets import AssetError
-from tokenizer.weights import local_path
+from armkit.common.cache import AssetError
+from armkit.common.weights import local_path
+from armkit.recipes.data import ShardDataModule
+from armkit.recipes.module import TokenizerModule
 
 WEIGHT_KEYS = ("weights", "path", "vae_path")
 

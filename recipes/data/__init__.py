@@ -4,8 +4,8 @@ Importing this package does not import lightning; `ShardDataModule`, `ShardLoade
 `recipes.data.module` (and lightning) on first use.
 """
 
-from recipes.data.fetch import FetchError, apt_deb, cache_dir, extract_deb, npm_tarball, pip_download
-from recipes.data.reader import (
+from armkit.recipes.data.fetch import FetchError, apt_deb, cache_dir, extract_deb, npm_tarball, pip_download
+from armkit.recipes.data.reader import (
     BadSample,
     ShardReader,
     SkippedSampleWarning,
@@ -18,8 +18,8 @@ from recipes.data.reader import (
     resize_crop,
     to_rgb,
 )
-from recipes.data.sources import Sample, SourceData
-from recipes.data.writer import write_dataset
+from armkit.recipes.data.sources import Sample, SourceData
+from armkit.recipes.data.writer import write_dataset
 
 _LIGHTNING = ("ShardDataModule", "ShardLoader", "ResumableLoader")
 
@@ -33,7 +33,7 @@ __all__ = [
 
 def __getattr__(name: str):
     if name in _LIGHTNING:
-        from recipes.data import module
+        from armkit.recipes.data import module
 
         return getattr(module, name)
-    raise AttributeError(f"module 'recipes.data' has no attribute {name!r}")
+    raise AttributeError(f"module 'armkit.recipes.data' has no attribute {name!r}")

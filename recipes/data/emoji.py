@@ -20,8 +20,8 @@ from pathlib import Path
 
 from PIL import Image
 
-from recipes.data.fetch import npm_tarball
-from recipes.data.sources import Sample, SourceData, clean_key
+from armkit.recipes.data.fetch import npm_tarball
+from armkit.recipes.data.sources import Sample, SourceData, clean_key
 
 IMAGES = ("@lobehub/fluent-emoji-3d", "1.1.0")
 METADATA = ("emoji-datasource-google", "16.0.0")

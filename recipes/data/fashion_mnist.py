@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from recipes.data.fetch import apt_deb, cache_dir, extract_deb
-from recipes.data.sources import Sample, SourceData
+from armkit.recipes.data.fetch import apt_deb, cache_dir, extract_deb
+from armkit.recipes.data.sources import Sample, SourceData
 
 PACKAGE = "dataset-fashion-mnist"
 SYSTEM_DIR = Path("/usr/share/datasets/fashion-mnist")

@@ -17,7 +17,7 @@ import sys
 import tarfile
 from pathlib import Path
 
-from tokenizer.assets import cache_root
+from armkit.common.cache import cache_root
 
 
 class FetchError(RuntimeError):

@@ -15,8 +15,8 @@ from pathlib import Path
 
 from PIL import Image
 
-from recipes.data.reader import IMAGE_EXTS
-from recipes.data.sources import Sample, SourceData, clean_key
+from armkit.recipes.data.reader import IMAGE_EXTS
+from armkit.recipes.data.sources import Sample, SourceData, clean_key
 
 
 def read_index(path: Path) -> list[dict]:

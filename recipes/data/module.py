@@ -26,7 +26,7 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, IterableDataset
 
-from recipes.data.reader import ShardReader, TrainStream, epoch_shards, expand_shards, shards_digest
+from armkit.recipes.data.reader import ShardReader, TrainStream, epoch_shards, expand_shards, shards_digest
 
 STATE_FORMAT = "armkit.TrainStream/1"
 

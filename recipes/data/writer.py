@@ -18,8 +18,8 @@ from typing import Any
 import webdataset as wds
 from PIL import Image
 
-from recipes.data.reader import to_rgb
-from recipes.data.sources import Sample, SourceData
+from armkit.recipes.data.reader import to_rgb
+from armkit.recipes.data.sources import Sample, SourceData
 
 
 def split_samples(data: SourceData, *, val_fraction: float, seed: int) -> dict[str, list[Sample]]:

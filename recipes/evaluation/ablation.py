@@ -29,7 +29,7 @@ from typing import Any
 
 import yaml
 
-from recipes.evaluation.protocol import Protocol
+from armkit.recipes.evaluation.protocol import Protocol
 
 LOSS_KINDS = {"CaptionLoss": "caption", "PixelLoss": "pixel", "SigmoidLoss": "sigmoid", "DistillLoss": "distill"}
 KEYS = {"base", "data", "variants", "seeds", "train", "eval", "keep_checkpoints"}
@@ -211,7 +211,7 @@ def check_settings(root: Path, have: dict[str, Any], want: dict[str, Any], evalu
 
 def train_run(cfg: AblationConfig, variant: str, seed: int, root: Path, log) -> dict[str, Any]:
     """Train one run in this process (resuming a partial one); returns run.json's content."""
-    from recipes.commands.train import main as train_main  # lightning is imported only when training
+    from armkit.recipes.commands.train import main as train_main  # lightning is imported only when training
 
     argv = [a.replace(RUN, str(root)) for a in train_argv(cfg, variant, seed)]
     resume = (root / "checkpoints" / "last.ckpt").is_file()
@@ -233,8 +233,8 @@ def train_run(cfg: AblationConfig, variant: str, seed: int, root: Path, log) -> 
 
 
 def evaluate_run(cfg: AblationConfig, root: Path, info: dict[str, Any]) -> dict[str, Any]:
-    from recipes.evaluation.evaluate import evaluate, save_report
-    from recipes.evaluation.load import load_for_eval
+    from armkit.recipes.evaluation.evaluate import evaluate, save_report
+    from armkit.recipes.evaluation.load import load_for_eval
 
     loaded = load_for_eval(root / "final" / "last.ckpt")
     report = evaluate(loaded, cfg.eval_data, cfg.protocol, classes=cfg.classes, device=cfg.device,
@@ -274,7 +274,7 @@ def run_one(cfg: AblationConfig, out: Path, variant: str, seed: int, log=print) 
 
 def run_ablation(cfg: AblationConfig, out: str | Path, log=print) -> list[dict[str, Any]]:
     """Every (variant, seed) run; rewrites the tables after each one so that progress is visible."""
-    from recipes.evaluation.table import write_outputs
+    from armkit.recipes.evaluation.table import write_outputs
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

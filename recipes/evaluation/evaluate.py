@@ -16,9 +16,9 @@ from typing import Any
 import torch
 import torch.nn.functional as nnf
 
-from recipes.data.reader import ShardReader
-from recipes.evaluation.load import Loaded
-from recipes.evaluation.metrics import (
+from armkit.recipes.data.reader import ShardReader
+from armkit.recipes.evaluation.load import Loaded
+from armkit.recipes.evaluation.metrics import (
     CodeHistogram,
     balanced_top1,
     code_perplexity,
@@ -26,11 +26,11 @@ from recipes.evaluation.metrics import (
     retrieval_r1,
     topk_correct,
 )
-from recipes.evaluation.protocol import DEFINITIONS, RESIZE, Protocol
-from recipes.evaluation.provenance import git_state, package_versions, shards_fingerprint
-from recipes.evaluation.reconstruction import ReconstructionMetrics
-from recipes.evaluation.zeroshot import class_names, read_meta, text_classifier
-from tokenizer.losses import CaptionLoss, SigmoidLoss
+from armkit.recipes.evaluation.protocol import DEFINITIONS, RESIZE, Protocol
+from armkit.recipes.evaluation.provenance import git_state, package_versions, shards_fingerprint
+from armkit.recipes.evaluation.reconstruction import ReconstructionMetrics
+from armkit.recipes.evaluation.zeroshot import class_names, read_meta, text_classifier
+from armkit.tokenizer.losses import CaptionLoss, SigmoidLoss
 
 FORMAT = "armkit.eval"
 FORMAT_VERSION = 1

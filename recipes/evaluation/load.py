@@ -12,12 +12,12 @@ import copy
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from recipes.commands.export import read_checkpoint, substate, tokenizer_from_checkpoint
-from tokenizer import hub
-from tokenizer.buildable import ConfigError, build
-from tokenizer.losses import LossSet
-from tokenizer.model import Tokenizer
-from tokenizer.weights import local_path, sha256_file
+from armkit.common.buildable import ConfigError, build
+from armkit.common.weights import local_path, sha256_file
+from armkit.recipes.commands.export import read_checkpoint, substate, tokenizer_from_checkpoint
+from armkit.tokenizer import hub
+from armkit.tokenizer.losses import LossSet
+from armkit.tokenizer.model import Tokenizer
 
 
 class Loaded(NamedTuple):

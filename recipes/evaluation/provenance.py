@@ -9,7 +9,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from tokenizer.weights import sha256_file
+from armkit.common.weights import sha256_file
 
 PACKAGES = ("armkit", "torch", "torchvision", "timm", "open_clip_torch", "vector-quantize-pytorch", "torchmetrics",
             "transformers", "diffusers", "webdataset", "numpy", "pillow")

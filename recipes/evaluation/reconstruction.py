@@ -17,7 +17,7 @@ from unittest import mock
 import torch
 from torchmetrics.image import PeakSignalNoiseRatio, StructuralSimilarityIndexMeasure
 
-from tokenizer.weights import load_state_dict_file, sha256_file
+from armkit.common.weights import load_state_dict_file, sha256_file
 
 LPIPS_BACKBONES = {"alex": "AlexNet_Weights", "vgg": "VGG16_Weights", "squeeze": "SqueezeNet1_1_Weights"}
 LPIPS_MIN_SIZE = 64  # AlexNet's pooling leaves no pixels below about this size

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from recipes.evaluation.ablation import AblationConfig
+    from armkit.recipes.evaluation.ablation import AblationConfig
 
 # ARM (arXiv 2606.11188) Table 7, ImageNet: zero-shot top-1 %, PSNR dB, codebook usage %, perplexity (undefined in the
 # paper; below 1, so compared with our normalised one). As reported by third-party reads (see FIELD-NOTES.md).
@@ -166,7 +166,7 @@ def render_markdown(cfg: AblationConfig, summary: dict[str, dict[str, Any]], pap
 
 def write_outputs(out: Path, cfg: AblationConfig, reports: list[dict[str, Any]]) -> dict[str, Any]:
     """table.json, table.md and plot.png in `out`; returns table.json's content."""
-    from recipes.evaluation.plot import plot_summary
+    from armkit.recipes.evaluation.plot import plot_summary
 
     summary = summarise(cfg, reports)
     paper = paper_rows(summary)

@@ -3,10 +3,11 @@
 open_clip and transformers encoders load lazily, so loading an exported timm tokenizer imports neither.
 """
 
-from tokenizer.encoders.base import VisionEncoder
-from tokenizer.encoders.timm_encoder import TimmEncoder
+from armkit.tokenizer.encoders.base import VisionEncoder
+from armkit.tokenizer.encoders.timm_encoder import TimmEncoder
 
-_LAZY = {"HFVisionEncoder": "tokenizer.encoders.hf_encoder", "OpenCLIPEncoder": "tokenizer.encoders.open_clip_encoder"}
+_LAZY = {"HFVisionEncoder": "armkit.tokenizer.encoders.hf_encoder",
+         "OpenCLIPEncoder": "armkit.tokenizer.encoders.open_clip_encoder"}
 
 __all__ = ["HFVisionEncoder", "OpenCLIPEncoder", "TimmEncoder", "VisionEncoder"]
 
@@ -16,4 +17,4 @@ def __getattr__(name: str):
         import importlib
 
         return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'tokenizer.encoders' has no attribute {name!r}")
+    raise AttributeError(f"module 'armkit.tokenizer.encoders' has no attribute {name!r}")

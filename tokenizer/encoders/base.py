@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as nnf
 
-from tokenizer.buildable import Buildable
-from tokenizer.freezable import Freezable
+from armkit.common.buildable import Buildable
+from armkit.common.freezable import Freezable
 
 
 class VisionEncoder(Buildable, Freezable):

@@ -10,8 +10,8 @@ from typing import Any
 import torch
 from transformers import AutoModel
 
-from tokenizer.encoders.base import VisionEncoder
-from tokenizer.weights import local_path
+from armkit.common.weights import local_path
+from armkit.tokenizer.encoders.base import VisionEncoder
 
 
 def processor_settings(folder: Path) -> dict[str, Any]:

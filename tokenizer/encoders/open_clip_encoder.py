@@ -17,8 +17,8 @@ from open_clip.timm_model import TimmModel
 from open_clip.transformer import VisionTransformer
 from torch import nn
 
-from tokenizer.encoders.base import VisionEncoder
-from tokenizer.weights import local_path
+from armkit.common.weights import local_path
+from armkit.tokenizer.encoders.base import VisionEncoder
 
 
 def create_open_clip(model_name: str, *, weights: str | None = None, pretrained: str | None = None,

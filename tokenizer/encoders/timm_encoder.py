@@ -7,8 +7,8 @@ from typing import Any
 import timm
 import torch
 
-from tokenizer.encoders.base import VisionEncoder
-from tokenizer.weights import load_state_dict_file, local_path
+from armkit.common.weights import load_state_dict_file, local_path
+from armkit.tokenizer.encoders.base import VisionEncoder
 
 
 class TimmEncoder(VisionEncoder):

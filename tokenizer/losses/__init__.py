@@ -1,10 +1,10 @@
 """The tokenizer's losses (paper Eq. 4) and LossSet, their weighted sum."""
 
-from tokenizer.losses.base import Batch, Loss
-from tokenizer.losses.caption import CaptionLoss
-from tokenizer.losses.distill import DistillLoss
-from tokenizer.losses.lossset import LossSet
-from tokenizer.losses.pixel import PixelLoss
-from tokenizer.losses.sigmoid import SigmoidLoss
+from armkit.tokenizer.losses.base import Batch, Loss
+from armkit.tokenizer.losses.caption import CaptionLoss
+from armkit.tokenizer.losses.distill import DistillLoss
+from armkit.tokenizer.losses.lossset import LossSet
+from armkit.tokenizer.losses.pixel import PixelLoss
+from armkit.tokenizer.losses.sigmoid import SigmoidLoss
 
 __all__ = ["Batch", "CaptionLoss", "DistillLoss", "Loss", "LossSet", "PixelLoss", "SigmoidLoss"]

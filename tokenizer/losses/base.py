@@ -7,10 +7,10 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
-from tokenizer.buildable import Buildable
+from armkit.common.buildable import Buildable
 
 if TYPE_CHECKING:
-    from tokenizer.model import Tokenizer, TokenizerOutput
+    from armkit.tokenizer.model import Tokenizer, TokenizerOutput
 
 Batch = dict[str, Any]  # "image": [B,3,H,W] float in [0,1]; "txt", "tags", "key": list[str]; "cls": LongTensor [B]
 

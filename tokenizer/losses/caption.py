@@ -9,12 +9,12 @@ from typing import TYPE_CHECKING
 import torch
 import torch.nn.functional as nnf
 
-from backbones.base import CausalLM
-from tokenizer.losses.base import Batch, Loss
-from tokenizer.projections import KINDS, make_projection
+from armkit.backbones.base import CausalLM
+from armkit.tokenizer.losses.base import Batch, Loss
+from armkit.tokenizer.projections import KINDS, make_projection
 
 if TYPE_CHECKING:
-    from tokenizer.model import Tokenizer, TokenizerOutput
+    from armkit.tokenizer.model import Tokenizer, TokenizerOutput
 
 
 def batch_texts(owner: str, batch: Batch, key: str, size: int) -> list[str]:

@@ -12,11 +12,11 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
-from tokenizer.buildable import Buildable
-from tokenizer.losses.base import Batch, Loss
+from armkit.common.buildable import Buildable
+from armkit.tokenizer.losses.base import Batch, Loss
 
 if TYPE_CHECKING:
-    from tokenizer.model import Tokenizer, TokenizerOutput
+    from armkit.tokenizer.model import Tokenizer, TokenizerOutput
 
 
 class LossSet(Buildable, nn.Module):

@@ -6,10 +6,10 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from tokenizer.losses.base import Batch, Loss
+from armkit.tokenizer.losses.base import Batch, Loss
 
 if TYPE_CHECKING:
-    from tokenizer.model import Tokenizer, TokenizerOutput
+    from armkit.tokenizer.model import Tokenizer, TokenizerOutput
 
 
 class PixelLoss(Loss):

@@ -22,12 +22,12 @@ from open_clip.loss import SigLipLoss
 from timm.layers import AttentionPoolLatent
 from torch import nn
 
-from tokenizer.losses.base import Batch, Loss
-from tokenizer.losses.caption import batch_texts
-from tokenizer.text.base import TextTower
+from armkit.tokenizer.losses.base import Batch, Loss
+from armkit.tokenizer.losses.caption import batch_texts
+from armkit.tokenizer.text.base import TextTower
 
 if TYPE_CHECKING:
-    from tokenizer.model import Tokenizer, TokenizerOutput
+    from armkit.tokenizer.model import Tokenizer, TokenizerOutput
 
 POOLS = ("mean", "attn")
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from tokenizer.buildable import Buildable
-from tokenizer.freezable import Freezable
+from armkit.common.buildable import Buildable
+from armkit.common.freezable import Freezable
 
 
 class TextTower(Buildable, Freezable):

@@ -8,8 +8,8 @@ from pathlib import Path
 import torch
 from transformers import AutoModel, AutoTokenizer
 
-from tokenizer.text.base import TextTower
-from tokenizer.weights import local_path
+from armkit.common.weights import local_path
+from armkit.tokenizer.text.base import TextTower
 
 
 def _read_json(path: Path) -> dict:

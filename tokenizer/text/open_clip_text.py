@@ -11,8 +11,8 @@ import torch
 from open_clip.factory import parse_model_name
 from open_clip.tokenizer import HFTokenizer
 
-from tokenizer.encoders.open_clip_encoder import create_open_clip
-from tokenizer.text.base import TextTower
+from armkit.tokenizer.encoders.open_clip_encoder import create_open_clip
+from armkit.tokenizer.text.base import TextTower
 
 
 def text_config(model_name: str, model_kwargs: dict[str, Any] | None) -> dict[str, Any]:

