@@ -15,7 +15,9 @@ from __future__ import annotations
 import functools
 import importlib
 import inspect
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
@@ -101,10 +103,24 @@ def check_trust(trust: Sequence[str]) -> tuple[str, ...]:
     return names
 
 
+_TRUSTED: ContextVar[tuple[str, ...]] = ContextVar("armkit_trusted_packages", default=())
+
+
+@contextmanager
+def trusted(packages: Sequence[str]) -> Iterator[None]:
+    """Within this block, `build` and `resolve` also accept classes from `packages` (the caller's own, e.g. a
+    fifth loss in `mylab`). The commands' `--trust` flag uses it; a config file never can."""
+    token = _TRUSTED.set(_TRUSTED.get() + check_trust(packages))
+    try:
+        yield
+    finally:
+        _TRUSTED.reset(token)
+
+
 def resolve(path: str, *, trust: Sequence[str] = ()) -> type:
     """Import the Buildable class named by `path`: under armkit's own packages (loaded from armkit's own folder)
-    or under a package in `trust`, which only the caller gives."""
-    trusted = check_trust(trust)
+    or under a package the caller trusts (`trust`, or an enclosing `trusted(...)` block)."""
+    trusted = check_trust(trust) + _TRUSTED.get()
     if not isinstance(path, str):
         raise ConfigError(f"class_path {path!r} is not a string")
     path = canonical(path)

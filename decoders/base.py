@@ -23,6 +23,7 @@ class Decoder(Buildable, nn.Module):
 
     @torch.no_grad()
     def sample(self, cond: torch.Tensor, *, steps: int = 25, sampler: str = "euler", guidance: float = 1.0,
-               generator: torch.Generator | None = None) -> torch.Tensor:
-        """cond [B, N, D] -> images [B, 3, H, W] in [0, 1]."""
+               generator: torch.Generator | None = None, noise: torch.Tensor | None = None) -> torch.Tensor:
+        """cond [B, N, D] -> images [B, 3, H, W] in [0, 1]; `noise` (the t=0 sample) fixes the start, else it is
+        drawn from `generator`."""
         raise NotImplementedError

@@ -74,10 +74,12 @@ class FlowDecoder(Decoder):
 
     @torch.no_grad()
     def sample(self, cond: torch.Tensor, *, steps: int = 25, sampler: str = "euler", guidance: float = 1.0,
-               generator: torch.Generator | None = None) -> torch.Tensor:
-        """cond [B, N, D] -> images [B, 3, H, W] in [0, 1]; guidance is the CFG scale (1 = none)."""
+               generator: torch.Generator | None = None, noise: torch.Tensor | None = None) -> torch.Tensor:
+        """cond [B, N, D] -> images [B, 3, H, W] in [0, 1]; guidance is the CFG scale (1 = none). `noise`
+        [B, *space_shape] fixes the start (an exported decode graph takes it as an input)."""
         self.check_cond(cond)
-        noise = rand((cond.shape[0], *self.space_shape), generator=generator, device=cond.device, normal=True)
+        if noise is None:
+            noise = rand((cond.shape[0], *self.space_shape), generator=generator, device=cond.device, normal=True)
 
         def model(x: torch.Tensor, t: torch.Tensor, c: torch.Tensor) -> torch.Tensor:  # integrate in fp32
             return self.net(x.to(c.dtype), t, c).float()

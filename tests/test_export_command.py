@@ -47,7 +47,7 @@ except ImportError:
 
 
 def run_python(code: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    env = dict(os.environ)  # armkit is installed; PYTHONPATH (if any) points at the checkout under test
     return subprocess.run([sys.executable, "-c", code], check=False, cwd=REPO, env=env, capture_output=True, text=True,
                           timeout=120)
 

@@ -4,8 +4,9 @@
                              checked at load (codebook size, grid, image size, normalisation, versions)
     DIR/model.safetensors    the tokenizer's tensors: projections, decoder and, when included, the frozen encoder
     DIR/heads.safetensors    optional: trainable loss heads evaluation reuses (sigmoid head and scalars, adapters)
-    DIR/README.md            the model card
-    DIR/encode.pt, embed.pt  optional TorchScript graphs. TorchScript is code: from_pretrained never reads them
+    DIR/README.md            the model card (tokenizer/card.py), Hugging Face style
+    DIR/*.pt2, *.onnx        optional compiled programs of encode, embed and decode (tokenizer/graphs.py). They are
+                             code, not data: from_pretrained never reads them
 
 The frozen encoder is either included in model.safetensors or referenced: config.json keeps its spec (with its
 weights file) and that file's sha256, which loading checks. Loading never unpickles: tensors come from safetensors
@@ -18,7 +19,6 @@ from __future__ import annotations
 import copy
 import importlib.metadata
 import json
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -30,11 +30,11 @@ from torch import nn
 
 from armkit.common.buildable import ConfigError, build, resolve, to_spec
 from armkit.common.weights import sha256_file
+from armkit.tokenizer.card import CONFIG_NAME, HEADS_NAME, WEIGHTS_NAME, render_card
 from armkit.tokenizer.model import Tokenizer
 
 FORMAT, FORMAT_VERSION = "armkit.tokenizer", 1
-CONFIG_NAME, WEIGHTS_NAME, HEADS_NAME, CARD_NAME = "config.json", "model.safetensors", "heads.safetensors", "README.md"
-GRAPH_NAMES = {"encode": "encode.pt", "embed": "embed.pt"}
+CARD_NAME = "README.md"
 ENCODER_PREFIX = "encoder."
 
 
@@ -149,10 +149,11 @@ def head_state(heads: nn.Module) -> dict[str, torch.Tensor]:
 
 # -- save ---------------------------------------------------------------------------------------------------------
 def save_pretrained(tok: Tokenizer, directory: Path | str, *, include_encoder: bool = True, card: dict | None = None,
-                    heads: nn.Module | None = None, graphs: bool = False) -> Path:
+                    heads: nn.Module | None = None, graphs: bool | dict[str, Any] = False) -> Path:
     """Write `directory` (see the module docstring). include_encoder=False references the encoder's weights file
     instead, after checking that file rebuilds exactly this encoder. heads: a Buildable module (e.g. the LossSet)
-    whose non-frozen tensors go to heads.safetensors. graphs: also write TorchScript encode.pt / embed.pt.
+    whose non-frozen tensors go to heads.safetensors. graphs: also write torch.export (and ONNX) programs of encode,
+    embed and decode; a dict passes options to `graphs.export_programs` (steps, sampler, guidance, onnx).
     card: {"data": str, "metrics": {name: value}, "licenses": {part: licence}, "source": str} for README.md."""
     directory = Path(directory)
     spec = self_contained(copy.deepcopy(to_spec(tok)), tok)
@@ -190,14 +191,17 @@ def save_pretrained(tok: Tokenizer, directory: Path | str, *, include_encoder: b
         "decoder": spec["init_args"].get("decoder"), "tokenizer": spec, "heads": None, "graphs": None,
     }
     directory.mkdir(parents=True, exist_ok=True)
-    for stale in (HEADS_NAME, *GRAPH_NAMES.values()):  # from an earlier export into this folder
-        (directory / stale).unlink(missing_ok=True)
+    stale = [directory / HEADS_NAME, *directory.glob("*.pt2"), *directory.glob("*.onnx"), *directory.glob("*.pt")]
+    for path in stale:  # from an earlier export into this folder
+        path.unlink(missing_ok=True)
     write_safetensors(state, directory / WEIGHTS_NAME)
     if heads is not None:
         config["heads"] = to_spec(heads)
         write_safetensors(head_state(heads), directory / HEADS_NAME)
     if graphs:
-        config["graphs"] = export_graphs(tok, directory)
+        from armkit.tokenizer.graphs import export_programs
+
+        config["graphs"] = export_programs(tok, directory, **(graphs if isinstance(graphs, dict) else {}))
     (directory / CONFIG_NAME).write_text(json.dumps(config, indent=2) + "\n")
     (directory / CARD_NAME).write_text(render_card(config, card or {}))
     return directory
@@ -207,8 +211,8 @@ def save_pretrained(tok: Tokenizer, directory: Path | str, *, include_encoder: b
 def read_config(directory: Path) -> dict:
     path = directory / CONFIG_NAME
     if not directory.is_dir():
-        raise ExportError(f"{directory} is not a folder (armkit loads local folders; fetch a hub repository first, "
-                          "e.g. with huggingface_hub.snapshot_download)")
+        raise ExportError(f"{directory} is not a folder (a local export folder, or a hub id 'org/name' with "
+                          "huggingface_hub installed)")
     if not path.is_file():
         raise ExportError(f"{path} is missing: not an armkit export")
     try:
@@ -244,11 +248,19 @@ def locate_encoder_weights(directory: Path, encoder: dict, override: Path | str 
     return path
 
 
+def local_folder(directory: Path | str, revision: str | None = None) -> Path:
+    """A local export folder, or a hub id ('org/name') downloaded through huggingface_hub (tokenizer/remote.py)."""
+    from armkit.tokenizer import remote
+
+    return remote.download(str(directory), revision=revision) if remote.is_repo_id(directory) else Path(directory)
+
+
 def from_pretrained(directory: Path | str, *, encoder_weights: Path | str | None = None,
-                    trust: Sequence[str] = ()) -> Tokenizer:
-    """Rebuild the Tokenizer saved by `save_pretrained`, in eval mode; see the module docstring. `trust` names your
-    own packages whose classes the export may use (a fifth loss, an encoder of yours); nothing else is imported."""
-    directory = Path(directory)
+                    trust: Sequence[str] = (), revision: str | None = None) -> Tokenizer:
+    """Rebuild the Tokenizer saved by `save_pretrained`, in eval mode; see the module docstring. `directory` is a
+    folder or a hub id. `trust` names your own packages whose classes the export may use (a fifth loss, an encoder
+    of yours); nothing else is imported."""
+    directory = local_folder(directory, revision)
     config = read_config(directory)
     where = str(directory / CONFIG_NAME)
     spec = copy.deepcopy(config["tokenizer"])
@@ -281,10 +293,10 @@ def from_pretrained(directory: Path | str, *, encoder_weights: Path | str | None
     return tok.eval()
 
 
-def load_heads(directory: Path | str, *, trust: Sequence[str] = ()) -> nn.Module | None:
+def load_heads(directory: Path | str, *, trust: Sequence[str] = (), revision: str | None = None) -> nn.Module | None:
     """The loss heads saved beside the tokenizer (e.g. a LossSet), frozen parts rebuilt from their own specs and
     files; None when the export has none."""
-    directory = Path(directory)
+    directory = local_folder(directory, revision)
     config = read_config(directory)
     if not config.get("heads"):
         return None
@@ -297,105 +309,3 @@ def load_heads(directory: Path | str, *, trust: Sequence[str] = ()) -> nn.Module
         raise ExportError(str(e)) from None
     load_checked(heads, state, source=directory / HEADS_NAME, skip=tuple(frozen_prefixes(heads)))
     return heads.eval()
-
-
-# -- portable graphs ----------------------------------------------------------------------------------------------
-class EncodeGraph(nn.Module):
-    """images [B, 3, H, W] in [0, 1], at the encoder's input size -> indices [B, N(, G)] int64."""
-
-    def __init__(self, tok: Tokenizer) -> None:
-        super().__init__()
-        self.tok = tok
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.tok(images).indices
-
-
-class EmbedGraph(nn.Module):
-    """indices [B, N(, G)] -> Z [B, N, D] (Tokenizer.embed without its Python range check)."""
-
-    def __init__(self, tok: Tokenizer) -> None:
-        super().__init__()
-        self.tok = tok
-
-    def forward(self, indices: torch.Tensor) -> torch.Tensor:
-        codes = self.tok.quantizer.fsq.indices_to_codes(indices.to(torch.int32))
-        return self.tok.up(codes.to(next(self.tok.up.parameters()).dtype))
-
-
-@torch.no_grad()
-def export_graphs(tok: Tokenizer, directory: Path | str) -> dict[str, Any]:
-    """Trace encode and embed to TorchScript (encode.pt, embed.pt), check them against eager on a batch of another
-    size, and return their description for config.json. The graphs run in C++ or any Python with torch alone; their
-    input size is fixed to the encoder's."""
-    directory = Path(directory)
-    tok = tok.eval()
-    gen = torch.Generator().manual_seed(0)
-    device = next(tok.parameters()).device
-    size = tuple(tok.encoder.image_size)
-    example = torch.rand(2, 3, *size, generator=gen).to(device)
-    check = torch.rand(3, 3, *size, generator=gen).to(device)
-    with warnings.catch_warnings():  # tracer warnings about Python-side checks, and torch.jit's deprecation notice
-        warnings.simplefilter("ignore")
-        encode = torch.jit.trace(EncodeGraph(tok), example, check_trace=False)
-        embed = torch.jit.trace(EmbedGraph(tok), tok.encode(example), check_trace=False)
-        indices = tok.encode(check)
-        if not torch.equal(encode(check), indices) or not torch.equal(embed(indices), tok.embed(indices)):
-            raise ExportError("the traced TorchScript graphs disagree with eager mode; export without graphs")
-        torch.jit.save(encode, str(directory / GRAPH_NAMES["encode"]))
-        torch.jit.save(embed, str(directory / GRAPH_NAMES["embed"]))
-    return {"format": "torchscript", "device": str(device),
-            "encode": {"file": GRAPH_NAMES["encode"], "input": ["B", 3, *size], "output": "indices int64"},
-            "embed": {"file": GRAPH_NAMES["embed"], "input": "indices int64", "output": ["B", tok.num_tokens,
-                                                                                           tok.embed_dim]}}
-
-
-# -- model card ---------------------------------------------------------------------------------------------------
-def render_card(config: dict, card: dict) -> str:
-    """README.md: what the tokenizer is, how to load it, data, metrics, licences, files."""
-    enc = config["encoder"]
-    enc_args = (config["tokenizer"]["init_args"].get("encoder") or {}).get("init_args") or {}
-    name = enc_args.get("model_name") or enc["class_path"].rsplit(".", 1)[-1]
-    decoder = config.get("decoder")
-    weights = ("included in model.safetensors" if enc["included"] else
-               f"referenced: `{enc.get('weights')}` (sha256 `{enc.get('sha256')}`), not in this folder")
-    lines = [
-        "---", "library_name: armkit", "tags: [image-tokenizer, fsq, armkit]", "---", "",
-        f"# armkit tokenizer: {name}, FSQ {config['levels']}", "",
-        (f"A discrete image tokenizer exported by armkit {config['armkit_version']}: frozen `{name}` encoder -> "
-         "trained projection -> FSQ -> trained projection -> embeddings Z."), "",
-        "| | |", "|---|---|",
-        f"| encoder | `{name}` ({enc['class_path']}), input {enc['input_size']}, width {enc['width']} |",
-        f"| normalisation | mean {enc['mean']}, std {enc['std']} (images in [0, 1] go in) |",
-        f"| encoder weights | {weights} |",
-        f"| FSQ levels | {config['levels']} x {config['num_codebooks']} codebook(s): {config['codebook_size']} codes |",
-        f"| tokens | {config['num_tokens']} per image (grid {config['grid']}) |",
-        f"| embedding width | {config['embed_dim']} |",
-        f"| decoder | {decoder['class_path'] if decoder else 'none'} (images {config['image_size']}) |", "",
-        "## Usage", "", "```python", "from tokenizer import Tokenizer", "",
-        'tok = Tokenizer.from_pretrained("PATH/TO/THIS/FOLDER")  # torch, safetensors and the encoder\'s library',
-        "indices = tok.encode(images)  # images [B, 3, H, W] in [0, 1] -> [B, N] int64",
-        "z = tok.embed(indices)        # -> [B, N, D]", "```", "",
-        "## Training data", "", str(card.get("data") or "unknown"), "",
-        "## Evaluation", "",
-    ]
-    metrics = card.get("metrics") or {}
-    if metrics:
-        lines += ["| metric | value |", "|---|---|", *[f"| {k} | {v} |" for k, v in metrics.items()], ""]
-    else:
-        lines += ["No evaluation was recorded with this export.", ""]
-    if card.get("source"):
-        lines += ["## Source", "", str(card["source"]), ""]
-    licenses = card.get("licenses") or {"encoder weights": "see the weights' source"}
-    lines += ["## Licences", "", *[f"- {part}: {lic}" for part, lic in licenses.items()],
-              "- trained weights in this folder: follow the terms of the training data and the encoder weights", ""]
-    files = [f"- `{CONFIG_NAME}`: the spec that rebuilds the tokenizer, and its summary",
-             (f"- `{WEIGHTS_NAME}`: projections{', decoder' if decoder else ''}"
-              f"{', encoder' if enc['included'] else ''} (safetensors)")]
-    if config.get("heads"):
-        files.append(f"- `{HEADS_NAME}`: trained loss heads; `tokenizer.hub.load_heads(folder)` rebuilds them")
-    if config.get("graphs"):
-        files.append(f"- `{GRAPH_NAMES['encode']}`, `{GRAPH_NAMES['embed']}`: optional TorchScript graphs of encode "
-                     "and embed (`torch.jit.load`). TorchScript files are code: load them only from a source you "
-                     "trust. `from_pretrained` never reads them.")
-    return "\n".join(lines + ["## Files", "", *files, ""])

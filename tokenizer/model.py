@@ -96,14 +96,25 @@ class Tokenizer(Buildable, nn.Module):
 
         return hub.save_pretrained(self, directory, include_encoder=include_encoder, card=card)
 
+    def push_to_hub(self, repo_id: str, *, private: bool = True, token: str | None = None,
+                    include_encoder: bool = True, card: dict | None = None) -> str:
+        """Export to a temporary folder and upload it to the Hugging Face Hub (needs network and huggingface_hub)."""
+        import tempfile
+
+        from armkit.tokenizer import remote
+
+        with tempfile.TemporaryDirectory() as tmp:
+            folder = self.save_pretrained(Path(tmp) / "export", include_encoder=include_encoder, card=card)
+            return remote.push_to_hub(folder, repo_id, private=private, token=token)
+
     @classmethod
     def from_pretrained(cls, directory: str | Path, *, trust: Sequence[str] = (),
-                        encoder_weights: str | Path | None = None) -> Tokenizer:
-        """Load a folder written by save_pretrained or `armkit export`, without unpickling; see tokenizer/hub.py.
-        `trust=["mylab"]` lets the export use classes from your own package `mylab`."""
+                        encoder_weights: str | Path | None = None, revision: str | None = None) -> Tokenizer:
+        """Load a folder written by save_pretrained or `armkit export` (or a hub id such as 'org/name'), without
+        unpickling; see tokenizer/hub.py. `trust=["mylab"]` lets the export use classes from your package `mylab`."""
         from armkit.tokenizer import hub
 
-        tok = hub.from_pretrained(directory, trust=trust, encoder_weights=encoder_weights)
+        tok = hub.from_pretrained(directory, trust=trust, encoder_weights=encoder_weights, revision=revision)
         if not isinstance(tok, cls):
             raise hub.ExportError(f"{directory} holds a {type(tok).__name__}, not a {cls.__name__}")
         return tok

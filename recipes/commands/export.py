@@ -1,7 +1,8 @@
 """`armkit export --ckpt CKPT --out DIR`: a training checkpoint -> a self-contained tokenizer folder.
 
-The folder (config.json, model.safetensors, optional heads.safetensors, README.md, optional TorchScript graphs) loads
-with `Tokenizer.from_pretrained(DIR)` in any codebase with torch, safetensors and the encoder's library; see
+The folder (config.json, model.safetensors, optional heads.safetensors, README.md, optional torch.export/ONNX
+programs) loads with `Tokenizer.from_pretrained(DIR)` in any codebase with torch, safetensors and the
+encoder's library; see
 tokenizer/hub.py. The checkpoint is read with torch.load(weights_only=True): it holds the specs as plain JSON
 (`checkpoint["armkit"]`, written by TokenizerModule) and the tensors, so nothing is unpickled and lightning is not
 imported. The model card takes the training data from the run's config.yaml, metrics from an eval metrics.json next
@@ -23,6 +24,7 @@ import yaml
 
 from armkit.common.buildable import ConfigError, build
 from armkit.common.cache import MANIFEST
+from armkit.tokenizer.graphs import GraphError
 from armkit.tokenizer.hub import (
     ENCODER_PREFIX,
     ExportError,
@@ -46,15 +48,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--metrics", type=Path, help="an eval metrics.json (default: one next to the checkpoint)")
     parser.add_argument("--data", help="training data description for the model card (default: the run's config)")
     parser.add_argument("--no-heads", action="store_true", help="do not export the trained loss heads")
-    parser.add_argument("--torchscript", action="store_true",
-                        help="also write TorchScript encode.pt / embed.pt, checked against eager mode")
+    parser.add_argument("--graphs", action="store_true",
+                        help="also write encode/embed/decode as torch.export programs (.pt2; and .onnx when onnx is "
+                             "installed), dynamic batch, each checked against eager mode")
+    parser.add_argument("--decode-steps", type=int, default=25, help="sampler steps baked into decode.pt2")
 
 
 def run(args: argparse.Namespace) -> int:
     try:
         out = export_checkpoint(args.ckpt, args.out, include_encoder=args.encoder == "include", metrics=args.metrics,
-                                data=args.data, heads=not args.no_heads, graphs=args.torchscript)
-    except (ExportError, ConfigError, FileNotFoundError) as e:
+                                data=args.data, heads=not args.no_heads,
+                                graphs={"steps": args.decode_steps} if args.graphs else False)
+    except (ExportError, ConfigError, FileNotFoundError, GraphError) as e:
         print(f"export failed: {e}")
         return 2
     print(f"exported {args.ckpt} -> {out}: {', '.join(sorted(p.name for p in out.iterdir()))}")
@@ -63,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
 
 def export_checkpoint(ckpt: Path | str, out: Path | str, *, include_encoder: bool = True,
                       metrics: Path | str | None = None, data: str | None = None, heads: bool = True,
-                      graphs: bool = False) -> Path:
+                      graphs: bool | dict = False) -> Path:
     ckpt = Path(ckpt)
     checkpoint = read_checkpoint(ckpt)
     tok = tokenizer_from_checkpoint(checkpoint, ckpt, include_encoder=include_encoder)
