@@ -1,5 +1,5 @@
 """Tokenizer.save_pretrained / from_pretrained (tokenizer/hub.py): exact round trips, a referenced encoder checked by
-sha256, tampered folders refused without executing anything, TorchScript graphs equal to eager."""
+sha256, tampered folders refused without executing anything, exported programs equal to eager."""
 
 from __future__ import annotations
 
@@ -203,21 +203,44 @@ def test_missing_or_broken_files(saved, tmp_path):
         from_pretrained(tmp_path / "nowhere")
 
 
-@pytest.mark.filterwarnings("ignore::FutureWarning")  # torch.jit.load is deprecated in favour of torch.export
-def test_torchscript_graphs_equal_eager_and_are_never_loaded(tmp_path):
-    tok = tiny_tokenizer()
-    folder = save_pretrained(tok, tmp_path / "tok", graphs=True)
+def test_exported_programs_equal_eager_at_another_batch_size_and_are_never_loaded(tmp_path):
+    """encode/embed/decode as torch.export programs and ONNX graphs, run at batch 5 (exported at 2, checked at 3)."""
+    import onnxruntime
+
+    from armkit.decoders.dit import PixelDiT
+
+    tok = tiny_tokenizer(decoder=PixelDiT(image_size=16, patch_size=8, cond_dim=192, size="tiny"))
+    with torch.no_grad():  # adaLN-zero starts at zero: make the decode depend on the weights and on Z
+        for p in tok.decoder.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    folder = save_pretrained(tok, tmp_path / "tok", graphs={"steps": 2, "onnx": True})
     config = json.loads((folder / "config.json").read_text())
-    assert config["graphs"]["encode"]["file"] == "encode.pt"
-    assert "TorchScript files are code" in (folder / "README.md").read_text()
-    encode, embed = torch.jit.load(str(folder / "encode.pt")), torch.jit.load(str(folder / "embed.pt"))
-    x = images(5, seed=7)  # another batch size and other images than the ones traced
+    assert [config["graphs"][k]["file"] for k in ("encode", "embed", "decode")] == [
+        "encode.pt2", "embed.pt2", "decode.pt2"]
+    card = (folder / "README.md").read_text()
+    assert "| `decode.pt2` | **code** (torch.export program)" in card and "| `config.json` | data (JSON)" in card
+
+    x = images(5, seed=7)
     indices = tok.encode(x)
-    assert torch.equal(encode(x), indices)
-    assert torch.equal(embed(indices), tok.embed(indices))
+    assert len(torch.unique(indices)) > 1
+    noise = torch.randn(5, 3, 16, 16, generator=torch.Generator().manual_seed(3))
+    z = tok.embed(indices)
+    want = tok.decoder.sample(z, steps=2, noise=noise)
+    program = {k: torch.export.load(str(folder / f"{k}.pt2")).module() for k in ("encode", "embed", "decode")}
+    assert torch.equal(program["encode"](x), indices)
+    torch.testing.assert_close(program["embed"](indices), z)
+    torch.testing.assert_close(program["decode"](indices, noise), want)
+
+    def ort(name, *inputs):
+        session = onnxruntime.InferenceSession(str(folder / f"{name}.onnx"), providers=["CPUExecutionProvider"])
+        feeds = {i.name: t.numpy() for i, t in zip(session.get_inputs(), inputs)}
+        return torch.from_numpy(session.run(None, feeds)[0])
+
+    assert torch.equal(ort("encode", x), indices)
+    torch.testing.assert_close(ort("decode", indices, noise), want, atol=1e-4, rtol=1e-4)
 
     marker = tmp_path / "executed"
-    (folder / "encode.pt").write_bytes(pickle.dumps(Touch(marker)))
+    (folder / "encode.pt2").write_bytes(pickle.dumps(Touch(marker)))
     assert torch.equal(from_pretrained(folder).encode(x), indices)
     assert not marker.exists()
 
