@@ -52,13 +52,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="also write encode/embed/decode as torch.export programs (.pt2; and .onnx when onnx is "
                              "installed), dynamic batch, each checked against eager mode")
     parser.add_argument("--decode-steps", type=int, default=25, help="sampler steps baked into decode.pt2")
+    parser.add_argument("--no-onnx", action="store_true", help="with --graphs: write the .pt2 programs only")
 
 
 def run(args: argparse.Namespace) -> int:
+    graphs = {"steps": args.decode_steps, "onnx": False if args.no_onnx else None} if args.graphs else False
     try:
         out = export_checkpoint(args.ckpt, args.out, include_encoder=args.encoder == "include", metrics=args.metrics,
                                 data=args.data, heads=not args.no_heads,
-                                graphs={"steps": args.decode_steps} if args.graphs else False)
+                                graphs=graphs)
     except (ExportError, ConfigError, FileNotFoundError, GraphError) as e:
         print(f"export failed: {e}")
         return 2
