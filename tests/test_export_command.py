@@ -19,6 +19,7 @@ from armkit.backbones import TinyCausalLM
 from armkit.recipes.cli import main
 from armkit.tokenizer import Tokenizer, build, to_spec
 from armkit.tokenizer.encoders import TimmEncoder
+from armkit.tokenizer.hub import ExportError
 from armkit.tokenizer.losses import CaptionLoss, DistillLoss, LossSet, SigmoidLoss
 from armkit.tokenizer.text import TinyTextTower
 
@@ -179,7 +180,9 @@ def test_export_referencing_the_encoder_reads_its_licence(tmp_path):
     assert not config["encoder"]["included"] and config["encoder"]["weights"] == str(weights)
     assert "Apache-2.0 (test) (model); package MIT" in (out / "README.md").read_text()
     x = torch.rand(3, 3, 32, 32)
-    assert torch.equal(Tokenizer.from_pretrained(out).encode(x), tok.encode(x))
+    with pytest.raises(ExportError, match="followed only inside"):  # a file outside the export: not followed...
+        Tokenizer.from_pretrained(out)
+    assert torch.equal(Tokenizer.from_pretrained(out, paths=[cache]).encode(x), tok.encode(x))  # ...unless allowed
 
 
 def test_export_refuses_bad_checkpoints(tmp_path, capsys):

@@ -13,11 +13,14 @@ from typing import Any
 
 from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
 from armkit.common.cache import AssetError
 from armkit.common.weights import local_path
+from armkit.recipes import resume
 from armkit.recipes.data import ShardDataModule
 from armkit.recipes.module import TokenizerModule
+from armkit.tokenizer import to_spec
 
 WEIGHT_KEYS = ("weights", "path", "vae_path")
 
@@ -70,6 +73,26 @@ class ArmkitCLI(LightningCLI):
     def before_instantiate_classes(self) -> None:
         preflight(self.config[self.subcommand] if self.subcommand else self.config)
 
+    def _parse_ckpt_path(self) -> None:
+        """Lightning's CLI re-parses the checkpoint's hyper-parameters over the recipe here; armkit never does (see
+        recipes/resume.py): the differences are reported in `_prepare_subcommand_kwargs`."""
+
+    def _prepare_subcommand_kwargs(self, subcommand: str) -> dict[str, Any]:
+        kwargs = super()._prepare_subcommand_kwargs(subcommand)
+        if kwargs.get("ckpt_path"):
+            folder = next((cb.dirpath for cb in self.trainer.checkpoint_callbacks if cb.dirpath), None)
+            chosen = resume.pick(str(kwargs["ckpt_path"]), folder)
+            notes = list(chosen.notes)
+            if chosen.path and chosen.path != "last":
+                model_config = self.config[subcommand]["model"]
+                model_config = model_config.as_dict() if hasattr(model_config, "as_dict") else dict(model_config)
+                specs = {"tokenizer": to_spec(self.model.tokenizer), "losses": to_spec(self.model.losses)}
+                notes += resume.compare(chosen.path, model_config, specs)
+            for line in notes:
+                (rank_zero_warn if "recipe stands" in line or "skipping" in line else rank_zero_info)(line)
+            kwargs["ckpt_path"] = chosen.path
+        return kwargs
+
     def _instantiate_trainer(self, config: dict[str, Any], callbacks: list) -> Any:
         root = config.get("default_root_dir") or "runs"
         if config.get("logger") in (None, True):
@@ -91,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         ArmkitCLI(TokenizerModule, ShardDataModule, args=argv, save_config_kwargs={"overwrite": True},
                   auto_configure_optimizers=False)
-    except ConfigCheckError as e:
+    except (ConfigCheckError, resume.ResumeError) as e:
         print(e.code)
         return 2
     return 0
