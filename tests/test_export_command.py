@@ -174,7 +174,9 @@ def test_export_referencing_the_encoder_reads_its_licence(tmp_path):
     (cache / "assets.json").write_text(json.dumps({"format": 1, "assets": {"vit_tiny": entry}}))
     ckpt, tok, _ = fake_run(tmp_path / "run", encoder_weights=str(weights))
     out = tmp_path / "export"
-    assert main(["export", "--ckpt", str(ckpt), "--out", str(out), "--encoder", "reference", "--no-heads"]) == 0
+    args = ["export", "--ckpt", str(ckpt), "--out", str(out), "--encoder", "reference", "--no-heads"]
+    assert main(args) == 2 and not out.exists()  # the weights file lies outside the run: followed only when allowed
+    assert main([*args, "--allow-path", str(cache)]) == 0
     assert not (out / "heads.safetensors").exists()
     config = json.loads((out / "config.json").read_text())
     assert not config["encoder"]["included"] and config["encoder"]["weights"] == str(weights)

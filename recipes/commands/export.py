@@ -15,6 +15,7 @@ import copy
 import importlib.metadata
 import json
 import pickle
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,8 @@ import torch
 import yaml
 
 from armkit.common.buildable import ConfigError, build
-from armkit.common.cache import MANIFEST
+from armkit.common.cache import MANIFEST, assets_dir
+from armkit.tokenizer.export_checks import ConfigValueError, check_paths
 from armkit.tokenizer.hub import (
     ENCODER_PREFIX,
     ExportError,
@@ -48,12 +50,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-heads", action="store_true", help="do not export the trained loss heads")
     parser.add_argument("--torchscript", action="store_true",
                         help="also write TorchScript encode.pt / embed.pt, checked against eager mode")
+    parser.add_argument("--allow-path", action="append", type=Path, metavar="DIR",
+                        help="a folder outside the checkpoint's own whose files its specs may name (the encoder's "
+                             "weights, a frozen text tower or LM); repeatable. Nothing else is followed")
 
 
 def run(args: argparse.Namespace) -> int:
     try:
         out = export_checkpoint(args.ckpt, args.out, include_encoder=args.encoder == "include", metrics=args.metrics,
-                                data=args.data, heads=not args.no_heads, graphs=args.torchscript)
+                                data=args.data, heads=not args.no_heads, graphs=args.torchscript,
+                                paths=args.allow_path or ())
     except (ExportError, ConfigError, FileNotFoundError) as e:
         print(f"export failed: {e}")
         return 2
@@ -63,9 +69,18 @@ def run(args: argparse.Namespace) -> int:
 
 def export_checkpoint(ckpt: Path | str, out: Path | str, *, include_encoder: bool = True,
                       metrics: Path | str | None = None, data: str | None = None, heads: bool = True,
-                      graphs: bool = False) -> Path:
+                      graphs: bool = False, paths: Sequence[Path | str] = ()) -> Path:
+    """Write the export of `ckpt` to `out`. The files the checkpoint's specs name are followed only inside its folder,
+    the asset cache and `paths`."""
     ckpt = Path(ckpt)
     checkpoint = read_checkpoint(ckpt)
+    roots = [ckpt.parent, assets_dir(), *(Path(p) for p in paths)]
+    try:
+        for key in ("tokenizer", "losses"):
+            check_paths(checkpoint["armkit"].get(key) if heads or key == "tokenizer" else None,
+                        f"{ckpt}: armkit.{key}", roots)
+    except ConfigValueError as e:
+        raise ExportError(str(e)) from None
     tok = tokenizer_from_checkpoint(checkpoint, ckpt, include_encoder=include_encoder)
     loss_heads = heads_from_checkpoint(checkpoint, ckpt) if heads else None
     specs = {"tokenizer": checkpoint["armkit"]["tokenizer"], "losses": checkpoint["armkit"].get("losses")}
