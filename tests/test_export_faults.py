@@ -20,6 +20,7 @@ from armkit.tokenizer import Tokenizer
 from armkit.tokenizer.encoders import TimmEncoder
 from armkit.tokenizer.hub import ExportError, from_pretrained, load_heads, save_pretrained
 from armkit.tokenizer.losses import CaptionLoss, LossSet
+from armkit.tokenizer.quantizer import FSQQuantizer
 
 
 @pytest.fixture(scope="module")
@@ -67,6 +68,12 @@ def test_bad_config_values_are_refused_with_file_and_key(export, tmp_path, edit,
     with pytest.raises(ExportError, match=match) as e:
         from_pretrained(folder)
     assert "config.json" in str(e.value)
+
+
+@pytest.mark.parametrize("levels, codebooks", [([8.5, 5], 1), ([8, 5], 1.0), ([8, True], 1)])
+def test_the_quantizer_never_truncates_a_non_integer(levels, codebooks):
+    with pytest.raises(ValueError, match="must be integers|integers >= 2"):
+        FSQQuantizer(levels=levels, num_codebooks=codebooks)
 
 
 def test_deep_nesting_is_refused_not_a_recursion_error(export, tmp_path):
