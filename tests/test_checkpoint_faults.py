@@ -175,3 +175,16 @@ def test_nothing_named_in_a_checkpoint_is_imported(trained, tiny_shards, tmp_pat
         code = e.code
     assert not (tmp_path / "imported").exists(), "a module named in the checkpoint was imported"
     assert code == 0
+
+
+def test_resume_never_starts_over_silently(tmp_path):
+    """Every checkpoint unreadable, or an explicit path that does not load: one error, not a fresh run."""
+    from armkit.recipes.resume import ResumeError, pick
+
+    (tmp_path / "last.ckpt").write_bytes(b"PK\x03\x04 cut short")
+    (tmp_path / "epoch=0-step=5.ckpt").write_bytes(b"")
+    with pytest.raises(ResumeError, match="no readable checkpoint.*2 unreadable"):
+        pick("last", tmp_path)
+    with pytest.raises(ResumeError, match="last.ckpt cannot be read"):
+        pick(str(tmp_path / "last.ckpt"), None)
+    assert pick("last", tmp_path / "never-written") == ("last", [])  # a first run: Lightning starts from scratch
