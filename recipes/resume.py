@@ -31,7 +31,8 @@ def pick(ckpt_path: str | None, folder: Path | str | None) -> Resume:
     if not ckpt_path:
         return Resume(ckpt_path, [])
     if ckpt_path != "last":
-        if "://" in ckpt_path:
+        if "://" in ckpt_path or ckpt_path in ("best", "hpc") or ckpt_path.startswith("registry") \
+                or Path(ckpt_path).is_dir():  # Lightning's own names; a sharded (FSDP) checkpoint is a folder
             return Resume(ckpt_path, [])
         reason = readable(ckpt_path) if Path(ckpt_path).is_file() else "no such file"
         if reason is not None:
@@ -80,7 +81,7 @@ def differences(stored: dict[str, Any], recipe: dict[str, Any], *, label: str, l
 def compare(ckpt_path: str, model_config: dict[str, Any], specs: dict[str, Any]) -> list[str]:
     """Differences between a checkpoint and the recipe: Lightning's `hyper_parameters` (never applied) against the
     recipe's `model` block, and the checkpoint's armkit specs against the model the recipe built."""
-    if "://" in ckpt_path:
+    if "://" in ckpt_path or not Path(ckpt_path).is_file():  # remote, sharded, or a name Lightning resolves
         return []
     checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=True, mmap=True)
     notes = []
