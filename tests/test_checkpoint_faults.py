@@ -65,6 +65,7 @@ def test_failed_write_keeps_the_previous_file_and_no_temp(tmp_path, monkeypatch)
     assert [p.name for p in tmp_path.iterdir()] == ["last.ckpt"]
 
 
+@pytest.mark.slow  # a subprocess writing 64 MB checkpoints until killed: ~20 s on 2 busy cores
 def test_sigkill_mid_write_leaves_no_partial_checkpoint_and_the_next_save_cleans_up(tmp_path):
     """A process killed while writing 64 MB checkpoints leaves the final path absent or complete; its temp (if any)
     is in the checkpoint folder, never in $TMPDIR, and is removed by the next save."""
