@@ -1,8 +1,11 @@
 """`armkit train [fit|validate] --config recipes/tokenizer/NAME.yaml [--key=value ...] [--ckpt_path last]`.
 
 LightningCLI underneath: every part (encoder, losses, decoder, data, callbacks, strategy) is a `class_path` /
-`init_args` block in YAML. Before any model is built, `preflight` checks the parsed config for the mistakes that
-would otherwise surface minutes later: missing weight files and FSQ levels FSQ cannot use.
+`init_args` block in YAML. Before any model is built or seeded, `preflight` checks the parsed config for the mistakes
+that would otherwise surface minutes later or never: missing weight files, FSQ levels FSQ cannot use, and values out
+of range (recipes/config_checks.py); a mistyped key is one line naming the closest valid key. `--ckpt_path` goes
+through recipes/resume.py: `last` falls back to the newest readable checkpoint, and the recipe stands over whatever
+hyper-parameters a checkpoint stores.
 """
 
 from __future__ import annotations
