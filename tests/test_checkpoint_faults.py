@@ -189,3 +189,16 @@ def test_resume_never_starts_over_silently(tmp_path):
     with pytest.raises(ResumeError, match="last.ckpt cannot be read"):
         pick(str(tmp_path / "last.ckpt"), None)
     assert pick("last", tmp_path / "never-written") == ("last", [])  # a first run: Lightning starts from scratch
+
+
+def test_compare_reports_each_difference_from_the_recipe(tmp_path):
+    from armkit.recipes.resume import compare
+
+    path = tmp_path / "x.ckpt"
+    torch.save({"state_dict": {}, "hyper_parameters": {"lr": 1.0e9, "betas": [0.9, 0.95]},
+                "armkit": {"losses": {"class_path": "L", "init_args": {"pixel": {"weight": 5.0}}}}}, path)
+    notes = compare(str(path), {"lr": 1.0e-3, "betas": [0.9, 0.95]},
+                    {"losses": {"class_path": "L", "init_args": {"pixel": {"weight": 3.0}}}})
+    assert "resume: model.lr: checkpoint 1000000000.0, recipe 0.001 (the recipe stands)" in notes
+    assert "resume: model.losses.init_args.pixel.weight: checkpoint 5.0, recipe 3.0 (the recipe stands)" in notes
+    assert not any("betas" in line for line in notes)
