@@ -38,11 +38,28 @@ def local_path(value: str | Path) -> Path:
     return Path(text).expanduser()
 
 
-def sha256_file(path: Path | str) -> str:
-    """sha256 of a file, or of a folder (its files' relative names and bytes, in sorted order)."""
+MAX_HASHED_FILES = 1000  # a model folder (config, weights, tokenizer) holds a few dozen files at most
+
+
+def sha256_file(path: Path | str, *, max_files: int = MAX_HASHED_FILES) -> str:
+    """sha256 of a file, or of a model folder (its files' relative names and bytes, in sorted order). A folder of
+    more than `max_files` files is refused before any byte is read: it is not a model folder (a checkpoint record
+    naming /usr/lib must not cost minutes of hashing)."""
     path = Path(path)
     digest = hashlib.sha256()
-    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    if path.is_dir():
+        files = []
+        for p in path.rglob("*"):
+            if p.is_file():
+                files.append(p)
+                if len(files) > max_files:
+                    raise ValueError(f"{path} holds more than {max_files} files: not a model folder; refusing to "
+                                     "hash it")
+        files.sort()
+    elif path.is_file():
+        files = [path]
+    else:
+        raise FileNotFoundError(f"{path} is neither a file nor a folder")
     for file in files:
         if path.is_dir():
             digest.update(str(file.relative_to(path)).encode())

@@ -117,9 +117,13 @@ class TokenizerModule(L.LightningModule):
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         self._recent = list(checkpoint.get("armkit_recent_indices", []))
         left_out = checkpoint.get("armkit_frozen", {})
-        current = self.state_dict()
+        current, ours = self.state_dict(), self.frozen_files()  # the recipe's own sources, never the checkpoint's
         for prefix, record in left_out.items():
-            if sha256_file(local_path(record["source"])) != record["sha256"]:
-                raise ValueError(f"checkpoint: the frozen part {prefix[:-1]} was trained with {record['source']} "
-                                 f"(sha256 {record['sha256'][:12]}...), which has changed since; restore that file")
+            if prefix not in ours:
+                raise ValueError(f"checkpoint: it left out the frozen part {prefix[:-1]}, which this recipe does not "
+                                 "load from a file; resume with the recipe it was trained with")
+            if sha256_file(local_path(ours[prefix])) != record.get("sha256"):
+                raise ValueError(f"checkpoint: the frozen part {prefix[:-1]} was trained with {record.get('source')} "
+                                 f"(sha256 {str(record.get('sha256'))[:12]}...), but this recipe's {ours[prefix]} "
+                                 "differs; restore that file")
             checkpoint["state_dict"].update({k: v for k, v in current.items() if k.startswith(prefix)})

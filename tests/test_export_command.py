@@ -19,6 +19,7 @@ from armkit.backbones import TinyCausalLM
 from armkit.recipes.cli import main
 from armkit.tokenizer import Tokenizer, build, to_spec
 from armkit.tokenizer.encoders import TimmEncoder
+from armkit.tokenizer.hub import ExportError
 from armkit.tokenizer.losses import CaptionLoss, DistillLoss, LossSet, SigmoidLoss
 from armkit.tokenizer.text import TinyTextTower
 
@@ -173,13 +174,17 @@ def test_export_referencing_the_encoder_reads_its_licence(tmp_path):
     (cache / "assets.json").write_text(json.dumps({"format": 1, "assets": {"vit_tiny": entry}}))
     ckpt, tok, _ = fake_run(tmp_path / "run", encoder_weights=str(weights))
     out = tmp_path / "export"
-    assert main(["export", "--ckpt", str(ckpt), "--out", str(out), "--encoder", "reference", "--no-heads"]) == 0
+    args = ["export", "--ckpt", str(ckpt), "--out", str(out), "--encoder", "reference", "--no-heads"]
+    assert main(args) == 2 and not out.exists()  # the weights file lies outside the run: followed only when allowed
+    assert main([*args, "--allow-path", str(cache)]) == 0
     assert not (out / "heads.safetensors").exists()
     config = json.loads((out / "config.json").read_text())
     assert not config["encoder"]["included"] and config["encoder"]["weights"] == str(weights)
     assert "Apache-2.0 (test) (model); package MIT" in (out / "README.md").read_text()
     x = torch.rand(3, 3, 32, 32)
-    assert torch.equal(Tokenizer.from_pretrained(out).encode(x), tok.encode(x))
+    with pytest.raises(ExportError, match="followed only inside"):  # a file outside the export: not followed...
+        Tokenizer.from_pretrained(out)
+    assert torch.equal(Tokenizer.from_pretrained(out, paths=[cache]).encode(x), tok.encode(x))  # ...unless allowed
 
 
 def test_export_refuses_bad_checkpoints(tmp_path, capsys):

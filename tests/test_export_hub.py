@@ -95,7 +95,10 @@ def test_referenced_encoder_checks_sha256(tmp_path):
     assert config["encoder"]["weights"] == str(weights) and not config["encoder"]["included"]
     assert not any(k.startswith("encoder.") for k in load_file(str(folder / "model.safetensors")))
     x = images()
-    assert torch.equal(from_pretrained(folder).encode(x), tok.encode(x))
+    with pytest.raises(ExportError, match="followed only inside the export folder"):  # a path outside: not followed
+        from_pretrained(folder)
+    assert torch.equal(from_pretrained(folder, paths=[tmp_path]).encode(x), tok.encode(x))  # unless allowed
+    assert torch.equal(from_pretrained(folder, encoder_weights=weights).encode(x), tok.encode(x))
 
     moved = folder / "encoder.safetensors"  # the recorded path is gone, a file of that name sits in the folder
     shutil.move(weights, moved)

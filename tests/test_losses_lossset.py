@@ -129,3 +129,26 @@ def test_yaml_through_jsonargparse_and_spec_round_trip(tok, batch):
     assert torch.equal(rebuilt["caption"].lm.wte.weight, losses["caption"].lm.wte.weight)  # seeded LM: same weights
     _total, logs = rebuilt(tok(batch["image"]), batch, tok)
     assert set(logs) >= {"loss/caption", "loss/sigmoid", "loss/total"} and "loss/distill" not in logs
+
+
+@pytest.mark.parametrize("weight", [float("nan"), float("inf"), -1.0])
+def test_bad_weight_is_refused_at_construction(weight):
+    with pytest.raises(ValueError, match="weight"):
+        DistillLoss(weight=weight)
+
+
+def test_non_finite_weighted_total_names_the_weight_not_the_terms(tok, batch):
+    """A finite term times a weight that turned NaN (set after construction, e.g. by a scheduler) is caught on the
+    weighted total, and the message names that term's weight, not every term."""
+    losses = LossSet(losses={"distill": DistillLoss(), "znorm": ZNorm()})
+    losses["znorm"].weight = float("nan")
+    with pytest.raises(FloatingPointError) as err:
+        losses(tok(batch["image"]), batch, tok)
+    message = str(err.value)
+    assert "'znorm'" in message and "weight" in message and "'distill'" not in message
+
+
+def test_overflowing_weighted_term_is_named(tok, batch):
+    losses = LossSet(losses={"distill": DistillLoss(), "big": Constant(value=3e38, weight=10.0)})
+    with pytest.raises(FloatingPointError, match="'big'"):
+        losses(tok(batch["image"]), batch, tok)

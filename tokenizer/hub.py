@@ -29,8 +29,18 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from armkit.common.buildable import ConfigError, build, resolve, to_spec
+from armkit.common.cache import assets_dir
 from armkit.common.weights import sha256_file
 from armkit.tokenizer.card import CONFIG_NAME, HEADS_NAME, WEIGHTS_NAME, render_card
+from armkit.tokenizer.export_checks import (
+    ConfigValueError,
+    check_depth,
+    check_levels,
+    check_paths,
+    check_summary,
+    inside,
+)
+from armkit.tokenizer.graphs import PROGRAMS
 from armkit.tokenizer.model import Tokenizer
 
 FORMAT, FORMAT_VERSION = "armkit.tokenizer", 1
@@ -74,8 +84,9 @@ def read_safetensors(path: Path) -> dict[str, torch.Tensor]:
 
 def load_checked(module: nn.Module, state: dict[str, torch.Tensor], *, source: Path | str,
                  skip: tuple[str, ...] = ()) -> None:
-    """Strict load: every expected key present with its shape, no extra key. Keys under the prefixes in `skip`
-    (a referenced encoder, frozen towers: loaded from their own files) are neither expected nor allowed."""
+    """Strict load: every expected key present with its shape and dtype, no extra key, no NaN or inf. Keys under the
+    prefixes in `skip` (a referenced encoder, frozen towers: loaded from their own files) are neither expected nor
+    allowed."""
     expected = {k: v for k, v in module.state_dict().items() if not (skip and k.startswith(skip))}
     missing, unexpected = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
     if missing:
@@ -87,6 +98,11 @@ def load_checked(module: nn.Module, state: dict[str, torch.Tensor], *, source: P
         if tuple(state[key].shape) != tuple(want.shape):
             raise ExportError(f"{source}: key {key!r} has shape {list(state[key].shape)}, the model built from "
                               f"{CONFIG_NAME} expects {list(want.shape)}")
+        if state[key].dtype != want.dtype:
+            raise ExportError(f"{source}: key {key!r} is {state[key].dtype}, the model built from {CONFIG_NAME} "
+                              f"expects {want.dtype}")
+        if state[key].is_floating_point() and not torch.isfinite(state[key]).all():
+            raise ExportError(f"{source}: key {key!r} holds NaN or inf values")
     module.load_state_dict(state, strict=False)
 
 
@@ -216,31 +232,65 @@ def read_config(directory: Path) -> dict:
     if not path.is_file():
         raise ExportError(f"{path} is missing: not an armkit export")
     try:
-        config = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        config = json.loads(path.read_text(), parse_constant=_no_constant)
+    except (json.JSONDecodeError, UnicodeDecodeError, ValueError) as e:
         raise ExportError(f"{path} is not valid JSON ({e})") from None
+    except RecursionError:
+        raise ExportError(f"{path} is nested too deeply; not an armkit export") from None
     if not isinstance(config, dict) or config.get("format") != FORMAT:
         raise ExportError(f"{path}: format is not {FORMAT!r}; not an armkit tokenizer export")
-    if not isinstance(config.get("format_version"), int) or config["format_version"] > FORMAT_VERSION:
-        raise ExportError(f"{path}: format_version {config.get('format_version')!r} is newer than this armkit reads "
-                          f"({FORMAT_VERSION}); upgrade armkit")
+    fv = config.get("format_version")
+    if isinstance(fv, int) and not isinstance(fv, bool) and fv > FORMAT_VERSION:
+        raise ExportError(f"{path}: format_version {fv!r} is newer than this armkit reads ({FORMAT_VERSION}); "
+                          "upgrade armkit")
     for key in ("tokenizer", "encoder"):
         if not isinstance(config.get(key), dict):
             raise ExportError(f"{path}: key {key!r} is missing or not an object")
+    try:
+        check_depth(config, str(path))
+        check_summary(config, str(path))
+        check_levels(config["tokenizer"], f"{path}: tokenizer")
+    except ConfigValueError as e:
+        raise ExportError(str(e)) from None
     return config
 
 
-def locate_encoder_weights(directory: Path, encoder: dict, override: Path | str | None) -> Path:
-    """The referenced encoder file: `override`, else the recorded path, else a file of that name in `directory`;
-    its sha256 must match the recorded one."""
-    recorded = encoder.get("weights")
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a number JSON allows")
+
+
+def allowed_roots(directory: Path, paths: Sequence[Path | str]) -> list[Path]:
+    """The folders a config may name files in: the export folder, armkit's asset cache and the caller's `paths`."""
+    return [Path(directory), assets_dir(), *(Path(p) for p in paths)]
+
+
+def checked_paths(spec: Any, where: str, roots: Sequence[Path]) -> None:
+    try:
+        check_paths(spec, where, roots)
+    except ConfigValueError as e:
+        raise ExportError(str(e)) from None
+
+
+def locate_encoder_weights(directory: Path, encoder: dict, override: Path | str | None,
+                           roots: Sequence[Path] = ()) -> Path:
+    """The referenced encoder file: `override` (the caller's), else the recorded path when it lies inside `roots`
+    (the export folder and the caller's `paths`), else a file of the recorded name in `directory`; its sha256 must
+    match the recorded one. A path recorded elsewhere is never followed."""
+    recorded, name = encoder.get("weights"), encoder.get("file_name")
+    if not isinstance(recorded, str) or not recorded:
+        recorded = None
+    if name is not None and (not isinstance(name, str) or Path(name).name != name or name in ("", ".", "..")):
+        raise ExportError(f"{directory / CONFIG_NAME}: encoder.file_name {name!r} must be a plain file name")
+    own = name in (CONFIG_NAME, WEIGHTS_NAME, HEADS_NAME, CARD_NAME, *PROGRAMS.values())  # the export's files
     candidates = [Path(override)] if override is not None else [
-        Path(p) for p in (recorded, directory / str(encoder.get("file_name") or "")) if p]
+        Path(p) for p in ((recorded if recorded and inside(recorded, roots or [directory]) else None),
+                          directory / name if name and not own else None) if p]
     path = next((p for p in candidates if p.is_file()), None)
     if path is None:
         raise ExportError(f"{directory / CONFIG_NAME}: the encoder's weights are referenced, not included, and the "
-                          f"file was not found (looked at {[str(p) for p in candidates]}); put the file there or "
-                          "pass encoder_weights=")
+                          f"file was not found (looked at {[str(p) for p in candidates]}; the recorded path "
+                          f"{recorded!r} is followed only inside the export folder or the paths you allow); put the "
+                          "file in the export folder or pass encoder_weights=")
     want, got = encoder.get("sha256"), sha256_file(path)
     if got != want:
         raise ExportError(f"encoder weights {path}: sha256 {got} does not match the {want} recorded in "
@@ -256,11 +306,14 @@ def local_folder(directory: Path | str, revision: str | None = None) -> Path:
 
 
 def from_pretrained(directory: Path | str, *, encoder_weights: Path | str | None = None,
-                    trust: Sequence[str] = (), revision: str | None = None) -> Tokenizer:
+                    trust: Sequence[str] = (), paths: Sequence[Path | str] = (),
+                    revision: str | None = None) -> Tokenizer:
     """Rebuild the Tokenizer saved by `save_pretrained`, in eval mode; see the module docstring. `directory` is a
     folder or a hub id. `trust` names your own packages whose classes the export may use (a fifth loss, an encoder
-    of yours); nothing else is imported."""
+    of yours); nothing else is imported. `paths` names folders outside the export whose files config.json may name
+    (e.g. a referenced encoder's file); no other path in config.json is followed."""
     directory = local_folder(directory, revision)
+    roots = allowed_roots(directory, paths)
     config = read_config(directory)
     where = str(directory / CONFIG_NAME)
     spec = copy.deepcopy(config["tokenizer"])
@@ -272,10 +325,11 @@ def from_pretrained(directory: Path | str, *, encoder_weights: Path | str | None
     args = spec.setdefault("init_args", {})
     if not isinstance(args.get("encoder"), dict):
         raise ExportError(f"{where}: tokenizer.init_args.encoder is missing")
-    included = bool(config["encoder"].get("included"))
+    included = config["encoder"]["included"]  # a JSON boolean (read_config checks)
     args["encoder"] = detached(args["encoder"])  # never a hub download; the weights come from here or below
+    checked_paths(spec, f"{where}: tokenizer", roots)
     if not included:
-        path = locate_encoder_weights(directory, config["encoder"], encoder_weights)
+        path = locate_encoder_weights(directory, config["encoder"], encoder_weights, roots)
         args["encoder"]["init_args"]["weights"] = str(path)
     state = read_safetensors(directory / WEIGHTS_NAME)  # a bad file fails before any model is built
     try:
@@ -293,15 +347,17 @@ def from_pretrained(directory: Path | str, *, encoder_weights: Path | str | None
     return tok.eval()
 
 
-def load_heads(directory: Path | str, *, trust: Sequence[str] = (), revision: str | None = None) -> nn.Module | None:
+def load_heads(directory: Path | str, *, trust: Sequence[str] = (), paths: Sequence[Path | str] = (),
+               revision: str | None = None) -> nn.Module | None:
     """The loss heads saved beside the tokenizer (e.g. a LossSet), frozen parts rebuilt from their own specs and
-    files; None when the export has none."""
+    files (only inside the export folder, the asset cache or the caller's `paths`); None when the export has none."""
     directory = local_folder(directory, revision)
     config = read_config(directory)
     if not config.get("heads"):
         return None
     where = f"{directory / CONFIG_NAME}: heads"
     check_classes(config["heads"], where, trust)
+    checked_paths(config["heads"], where, allowed_roots(directory, paths))
     state = read_safetensors(directory / HEADS_NAME)
     try:
         heads = build(copy.deepcopy(config["heads"]), where=where, trust=trust)

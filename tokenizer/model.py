@@ -109,12 +109,16 @@ class Tokenizer(Buildable, nn.Module):
 
     @classmethod
     def from_pretrained(cls, directory: str | Path, *, trust: Sequence[str] = (),
-                        encoder_weights: str | Path | None = None, revision: str | None = None) -> Tokenizer:
+                        encoder_weights: str | Path | None = None, paths: Sequence[str | Path] = (),
+                        revision: str | None = None) -> Tokenizer:
         """Load a folder written by save_pretrained or `armkit export` (or a hub id such as 'org/name'), without
-        unpickling; see tokenizer/hub.py. `trust=["mylab"]` lets the export use classes from your package `mylab`."""
+        unpickling; see tokenizer/hub.py. `trust=["mylab"]` lets the export use classes from your own package
+        `mylab`; `paths` lets its config.json name files in those folders (only the export folder and the asset
+        cache otherwise)."""
         from armkit.tokenizer import hub
 
-        tok = hub.from_pretrained(directory, trust=trust, encoder_weights=encoder_weights, revision=revision)
+        tok = hub.from_pretrained(directory, trust=trust, encoder_weights=encoder_weights, paths=paths,
+                                  revision=revision)
         if not isinstance(tok, cls):
             raise hub.ExportError(f"{directory} holds a {type(tok).__name__}, not a {cls.__name__}")
         return tok

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import operator
 from typing import NamedTuple
 
 import torch
@@ -29,7 +30,12 @@ class FSQQuantizer(Buildable, nn.Module):
     def __init__(self, *, levels: list[int], num_codebooks: int = 1, bound: str = "tanh",
                  preserve_symmetry: bool | None = None) -> None:
         super().__init__()
-        levels = [int(v) for v in levels]
+        try:  # operator.index: ints (numpy's too), never a float such as 8.5, which int() would truncate to 8
+            levels = [operator.index(v) for v in levels]
+            num_codebooks = operator.index(num_codebooks)
+        except TypeError:
+            raise ValueError(f"FSQ levels and num_codebooks must be integers, got levels={list(levels)}, "
+                             f"num_codebooks={num_codebooks!r}") from None
         if not levels or any(v < 2 for v in levels):
             raise ValueError(f"FSQ levels must be a non-empty list of integers >= 2, got levels={levels}")
         if num_codebooks < 1:

@@ -81,8 +81,9 @@ def run(args: argparse.Namespace) -> int:
         return 1
     for split, info in meta["splits"].items():
         print(f"{split}: {info['count']} samples in {len(info['shards'])} shards")
-    if meta["skipped"].get("count"):
-        print(f"skipped: {meta['skipped']['count']} ({meta['skipped'].get('reason', '')})")
+    if meta["skipped"]["count"]:
+        reasons = ", ".join(f"{n} {reason}" for reason, n in meta["skipped"]["by_reason"].items())
+        print(f"skipped: {meta['skipped']['count']} ({reasons}); each is named above and in meta.json")
     print(f"{meta['num_classes']} classes, image size {meta['image_size']}; wrote {args.out}/meta.json "
           f"in {time.time() - started:.1f} s")
     return 0

@@ -48,6 +48,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--lpips-net", help=f"LPIPS backbone: alex | vgg | squeeze (default {DEFAULTS.lpips_net})")
     parser.add_argument("--fid-weights", type=Path, help="local torch-fidelity Inception weights for rFID")
     parser.add_argument("--device", default="cpu", help="torch device (default cpu)")
+    parser.add_argument("--allow-path", action="append", type=Path, metavar="DIR",
+                        help="a folder outside the checkpoint's or export's own whose files its config may name (a "
+                             "referenced encoder, a frozen text tower or LM); repeatable. Nothing else is followed")
 
 
 def protocol_from(args: argparse.Namespace) -> Protocol:
@@ -86,7 +89,7 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         protocol = protocol_from(args)
-        loaded = load_for_eval(args.tokenizer)
+        loaded = load_for_eval(args.tokenizer, paths=args.allow_path or ())
         report = evaluate(loaded, args.data, protocol, classes=args.classes, lpips_weights=args.lpips_weights,
                           fid_weights=args.fid_weights, device=args.device, command=command_line(args))
     except (ProtocolError, ExportError, ConfigError, FileNotFoundError, ValueError) as e:

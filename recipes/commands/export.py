@@ -16,6 +16,7 @@ import copy
 import importlib.metadata
 import json
 import pickle
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,8 @@ import torch
 import yaml
 
 from armkit.common.buildable import ConfigError, build
-from armkit.common.cache import MANIFEST
+from armkit.common.cache import MANIFEST, assets_dir
+from armkit.tokenizer.export_checks import ConfigValueError, check_paths
 from armkit.tokenizer.graphs import GraphError
 from armkit.tokenizer.hub import (
     ENCODER_PREFIX,
@@ -53,14 +55,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "installed), dynamic batch, each checked against eager mode")
     parser.add_argument("--decode-steps", type=int, default=25, help="sampler steps baked into decode.pt2")
     parser.add_argument("--no-onnx", action="store_true", help="with --graphs: write the .pt2 programs only")
+    parser.add_argument("--allow-path", action="append", type=Path, metavar="DIR",
+                        help="a folder outside the checkpoint's own whose files its specs may name (the encoder's "
+                             "weights, a frozen text tower or LM); repeatable. Nothing else is followed")
 
 
 def run(args: argparse.Namespace) -> int:
     graphs = {"steps": args.decode_steps, "onnx": False if args.no_onnx else None} if args.graphs else False
     try:
         out = export_checkpoint(args.ckpt, args.out, include_encoder=args.encoder == "include", metrics=args.metrics,
-                                data=args.data, heads=not args.no_heads,
-                                graphs=graphs)
+                                data=args.data, heads=not args.no_heads, graphs=graphs,
+                                paths=args.allow_path or ())
     except (ExportError, ConfigError, FileNotFoundError, GraphError) as e:
         print(f"export failed: {e}")
         return 2
@@ -70,9 +75,18 @@ def run(args: argparse.Namespace) -> int:
 
 def export_checkpoint(ckpt: Path | str, out: Path | str, *, include_encoder: bool = True,
                       metrics: Path | str | None = None, data: str | None = None, heads: bool = True,
-                      graphs: bool | dict = False) -> Path:
+                      graphs: bool | dict = False, paths: Sequence[Path | str] = ()) -> Path:
+    """Write the export of `ckpt` to `out`. The files the checkpoint's specs name are followed only inside its folder,
+    the asset cache and `paths`."""
     ckpt = Path(ckpt)
     checkpoint = read_checkpoint(ckpt)
+    roots = [ckpt.parent, assets_dir(), *(Path(p) for p in paths)]
+    try:
+        for key in ("tokenizer", "losses"):
+            check_paths(checkpoint["armkit"].get(key) if heads or key == "tokenizer" else None,
+                        f"{ckpt}: armkit.{key}", roots)
+    except ConfigValueError as e:
+        raise ExportError(str(e)) from None
     tok = tokenizer_from_checkpoint(checkpoint, ckpt, include_encoder=include_encoder)
     loss_heads = heads_from_checkpoint(checkpoint, ckpt) if heads else None
     specs = {"tokenizer": checkpoint["armkit"]["tokenizer"], "losses": checkpoint["armkit"].get("losses")}

@@ -1,8 +1,11 @@
 """`armkit train [fit|validate] --config recipes/tokenizer/NAME.yaml [--key=value ...] [--ckpt_path last]`.
 
 LightningCLI underneath: every part (encoder, losses, decoder, data, callbacks, strategy) is a `class_path` /
-`init_args` block in YAML. Before any model is built, `preflight` checks the parsed config for the mistakes that
-would otherwise surface minutes later: missing weight files and FSQ levels FSQ cannot use.
+`init_args` block in YAML. Before any model is built or seeded, `preflight` checks the parsed config for the mistakes
+that would otherwise surface minutes later or never: missing weight files, FSQ levels FSQ cannot use, and values out
+of range (recipes/config_checks.py); a mistyped key is one line naming the closest valid key. `--ckpt_path` goes
+through recipes/resume.py: `last` falls back to the newest readable checkpoint, and the recipe stands over whatever
+hyper-parameters a checkpoint stores.
 """
 
 from __future__ import annotations
@@ -11,19 +14,42 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from lightning.pytorch.cli import LightningCLI
+import lightning.pytorch
+from jsonargparse import ActionConfigFile
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
 from armkit.common.cache import AssetError
 from armkit.common.weights import local_path
+from armkit.recipes import resume
+from armkit.recipes.config_checks import ConfigCheckError, check_values, unknown_key_line
 from armkit.recipes.data import ShardDataModule
 from armkit.recipes.module import TokenizerModule
+from armkit.tokenizer import to_spec
 
 WEIGHT_KEYS = ("weights", "path", "vae_path")
 
 
-class ConfigCheckError(SystemExit):
-    pass
+class ArmkitParser(LightningArgumentParser):
+    """jsonargparse's parser, but a mistyped key or a bad value ends in one line (`config error: unknown key X; did you
+    mean Y?`) instead of a 60-line usage dump with a tip naming a command that does not exist."""
+
+    _refused: list[str] = []  # keys of the last class whose options an inner parser refused
+
+    def error(self, message: str, *args: Any, **kwargs: Any) -> Any:
+        if not getattr(self, "exit_on_error", True):  # an inner parser: jsonargparse catches this and retries
+            if "is not accepted" in message:
+                ArmkitParser._refused = [a.dest for a in self._actions]
+            return super().error(message, *args, **kwargs)
+        return self._one_line(message)
+
+    def _one_line(self, message: str) -> Any:
+        valid = [a.dest for a in self._actions]
+        for action in self._actions:  # the subcommands' keys (`fit`, `validate`)
+            for sub in (getattr(action, "_name_parser_map", None) or {}).values():
+                valid += [a.dest for a in sub._actions]
+        raise ConfigCheckError(unknown_key_line(message, valid, ArmkitParser._refused))
 
 
 def _walk(node: Any, where: str):
@@ -39,6 +65,7 @@ def _walk(node: Any, where: str):
 def preflight(config: Any) -> None:
     """Raise one error naming the key and the fix, before any model is built."""
     tree = config.as_dict() if hasattr(config, "as_dict") else config
+    check_values(tree)
     for where, key, value in _walk(tree, ""):
         if key in WEIGHT_KEYS and value == "None":
             raise ConfigCheckError(f"config error: {where} = 'None': for nested keys, `--...{key}=null` on the "
@@ -67,8 +94,37 @@ class ArmkitCLI(LightningCLI):
     """LightningCLI with armkit's defaults: everything a run writes lives under `trainer.default_root_dir`
     (CSV + TensorBoard logs unless `trainer.logger` names others, checkpoints in `checkpoints/`)."""
 
-    def before_instantiate_classes(self) -> None:
-        preflight(self.config[self.subcommand] if self.subcommand else self.config)
+    def init_parser(self, **kwargs: Any) -> LightningArgumentParser:
+        kwargs.setdefault("dump_header", [f"lightning.pytorch=={lightning.pytorch.__version__}"])
+        parser = ArmkitParser(**kwargs)
+        parser.add_argument("-c", "--config", action=ActionConfigFile, help="a YAML recipe (recipes/tokenizer/*.yaml)")
+        return parser
+
+    def _set_seed(self) -> None:
+        """The config is checked first: a bad one stops with its one line before anything else is printed or built."""
+        subcommand = self.config.get("subcommand")
+        preflight(self.config[subcommand] if subcommand else self.config)
+        super()._set_seed()
+
+    def _parse_ckpt_path(self) -> None:
+        """Lightning's CLI re-parses the checkpoint's hyper-parameters over the recipe here; armkit never does (see
+        recipes/resume.py): the differences are reported in `_prepare_subcommand_kwargs`."""
+
+    def _prepare_subcommand_kwargs(self, subcommand: str) -> dict[str, Any]:
+        kwargs = super()._prepare_subcommand_kwargs(subcommand)
+        if kwargs.get("ckpt_path"):
+            folder = next((cb.dirpath for cb in self.trainer.checkpoint_callbacks if cb.dirpath), None)
+            chosen = resume.pick(str(kwargs["ckpt_path"]), folder)
+            notes = list(chosen.notes)
+            if chosen.path and chosen.path != "last":
+                model_config = self.config[subcommand]["model"]
+                model_config = model_config.as_dict() if hasattr(model_config, "as_dict") else dict(model_config)
+                specs = {"tokenizer": to_spec(self.model.tokenizer), "losses": to_spec(self.model.losses)}
+                notes += resume.compare(chosen.path, model_config, specs)
+            for line in notes:
+                (rank_zero_warn if "recipe stands" in line or "skipping" in line else rank_zero_info)(line)
+            kwargs["ckpt_path"] = chosen.path
+        return kwargs
 
     def _instantiate_trainer(self, config: dict[str, Any], callbacks: list) -> Any:
         root = config.get("default_root_dir") or "runs"
@@ -91,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         ArmkitCLI(TokenizerModule, ShardDataModule, args=argv, save_config_kwargs={"overwrite": True},
                   auto_configure_optimizers=False)
-    except ConfigCheckError as e:
+    except (ConfigCheckError, resume.ResumeError) as e:
         print(e.code)
         return 2
     return 0

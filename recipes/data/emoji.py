@@ -9,7 +9,6 @@ Several files can name one emoji (0023-fe0f-20e3 and 23-fe0f-20e3): they share a
 
 from __future__ import annotations
 
-import io
 import json
 import re
 import tarfile
@@ -18,10 +17,9 @@ from collections import Counter
 from functools import partial
 from pathlib import Path
 
-from PIL import Image
-
 from armkit.recipes.data.fetch import npm_tarball
-from armkit.recipes.data.sources import Sample, SourceData, clean_key
+from armkit.recipes.data.images import open_image
+from armkit.recipes.data.sources import Sample, Skip, SourceData, clean_key
 
 IMAGES = ("@lobehub/fluent-emoji-3d", "1.1.0")
 METADATA = ("emoji-datasource-google", "16.0.0")
@@ -72,12 +70,6 @@ def tags_of(entry: dict | None, caption: str) -> str:
     return ", ".join(dict.fromkeys(w for w in words if w))
 
 
-def _decode(data: bytes) -> Image.Image:
-    with Image.open(io.BytesIO(data)) as img:
-        img.load()
-        return img.copy()
-
-
 def load(*, cache: str | Path | None = None, limit: int | None = None) -> SourceData:
     images_tgz = npm_tarball(*IMAGES, cache=cache)
     meta_tgz = npm_tarball(*METADATA, cache=cache)
@@ -104,14 +96,14 @@ def load(*, cache: str | Path | None = None, limit: int | None = None) -> Source
     used = Counter(e["category"] for *_, e in rows if e is not None)
     classes = [c for c in categories if used[c]]  # e.g. "Component" (skin tone swatches) has no image
     rows = rows[:limit]  # after the class list, so --limit keeps the full run's label numbering
-    samples = [Sample(key=clean_key(stem), load=partial(_decode, files[stem]), caption=caption,
+    samples = [Sample(key=clean_key(stem), load=partial(open_image, files[stem]), caption=caption,
                       label=classes.index(entry["category"]) if entry is not None else -1,
                       tags=tags_of(entry, caption), id=stem, group="-".join(f"{c:x}" for c in cps))
                for stem, cps, caption, entry in rows]
     return SourceData(
         name="emoji", licence="MIT (Microsoft Fluent Emoji, via npm @lobehub/fluent-emoji-3d); metadata MIT "
         "(emoji-datasource-google)", classes=classes, train=samples, default_size=128,
-        skipped={"count": len(skipped), "reason": "no unicode name and no emoji.json match", "ids": skipped},
+        skipped=[Skip(stem, "no unicode name and no emoji.json match") for stem in skipped],
         provenance={"packages": [{"registry": "npm", "name": n, "version": v, "file": p.name}
                                  for (n, v), p in ((IMAGES, images_tgz), (METADATA, meta_tgz))],
                     "unmatched_kept": sum(1 for *_, e in rows if e is None),

@@ -15,8 +15,10 @@ Two datasets share the decoding:
 - `TrainStream`: an infinite, deterministic, resumable training stream, split at the *shard* level (every rank and
   worker reads only its own shards, so there must be at least world_size * num_workers shards).
 
-Bad samples (truncated or empty image, no image, bad UTF-8 caption, bad .cls or .json, unreadable tar member) are
-skipped with a `SkippedSampleWarning` naming the shard and key, and counted: `reader.skipped` in one process; in
+Bad samples (truncated or empty image, no image, an image past the size limits, no caption or a caption that is not
+UTF-8, bad .cls or .json, a tar member over `tar_stream.MAX_MEMBER_BYTES`) are skipped with a `SkippedSampleWarning`
+naming the shard and key, and counted; a shard cut short counts every sample it lost (against the meta.json beside
+it, see `recipes/data/tar_stream.py`). The count is `reader.skipped` in one process; in
 batches, "skipped" is the producing worker's running count (`recipes.data.module.ShardLoader` turns it into the
 total over workers).
 """
@@ -25,12 +27,11 @@ from __future__ import annotations
 
 import glob
 import hashlib
-import io
 import json
 import os
 import random
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from itertools import count
 from pathlib import Path
 from typing import Any
@@ -40,6 +41,9 @@ import torch
 import webdataset as wds
 from PIL import Image
 from torch.utils.data import IterableDataset, get_worker_info
+
+from armkit.recipes.data.images import open_image
+from armkit.recipes.data.tar_stream import expected_counts, raw_samples
 
 IMAGE_EXTS = ("png", "jpg", "jpeg", "webp", "bmp", "tif", "tiff", "gif", "ppm", "pgm", "pbm", "pnm")
 WIDE_GRAY = ("I;16", "I;16L", "I;16B", "I;16N", "I")  # 16-bit (and 32-bit int) grayscale, read as 0..65535
@@ -91,16 +95,18 @@ def image_tensor(img: Image.Image, size: int) -> torch.Tensor:
 
 
 def load_image(data: bytes, size: int) -> torch.Tensor:
-    """Encoded image bytes -> FloatTensor [3, size, size]; raises on an empty, truncated or unknown image."""
+    """Encoded image bytes -> FloatTensor [3, size, size], upright (EXIF orientation applied); raises on an empty,
+    truncated or unknown image, and on one past the pixel or aspect limits of `recipes/data/images.py`."""
     if not data:
         raise BadSample("empty image file")
-    with Image.open(io.BytesIO(data)) as img:
-        img.load()  # decode now, so a truncated file fails here
-        return image_tensor(img, size)
+    return image_tensor(open_image(data), size)
 
 
-def decode_sample(raw: dict[str, Any], size: int) -> dict[str, Any]:
-    """A raw WebDataset sample (extension -> bytes) -> the sample dict; raises `BadSample` saying why not."""
+def decode_sample(raw: dict[str, Any], size: int, *, require_caption: bool = True) -> dict[str, Any]:
+    """A raw WebDataset sample (extension -> bytes) -> the sample dict; raises `BadSample` saying why not.
+
+    With `require_caption` (the default), a sample without a caption (.txt missing or blank) is a bad sample: the
+    caption and sigmoid losses would otherwise train on "" silently."""
     key = raw.get("__key__", "?")
     ext = next((e for e in IMAGE_EXTS if e in raw), None)
     if ext is None:
@@ -116,6 +122,8 @@ def decode_sample(raw: dict[str, Any], size: int) -> dict[str, Any]:
         txt = raw["txt"].decode("utf-8").strip() if "txt" in raw else ""
     except UnicodeDecodeError as e:
         raise BadSample(f"caption .txt is not UTF-8: {e}") from None
+    if require_caption and not txt:
+        raise BadSample("no caption (.txt missing or blank); the caption and sigmoid losses need one")
     try:
         cls = int(raw["cls"].decode("ascii").strip()) if "cls" in raw else -1
     except (UnicodeDecodeError, ValueError):
@@ -222,21 +230,10 @@ class _Skips:
         self.count = start
         self.quiet = False
 
-    def skip(self, where: str, key: str, reason: str) -> None:
+    def skip(self, where: str, key: str, reason: str, lost: int = 1) -> None:
         if not self.quiet:
-            self.count += 1
+            self.count += lost
             warnings.warn(f"skipping sample {key!r} in {where}: {reason}", SkippedSampleWarning, stacklevel=2)
-
-    def tar_error(self, exn: Exception) -> bool:
-        """A webdataset handler: an unreadable tar member is one skipped sample; always continue."""
-        self.skip(", ".join(str(a) for a in exn.args[1:] if isinstance(a, str)) or "a shard", "?",
-                  f"{type(exn).__name__}: {exn.args[0] if exn.args else exn}")
-        return True
-
-
-def raw_samples(shards: list[str], handler: Callable[[Exception], bool]) -> Iterator[dict[str, Any]]:
-    """Undecoded samples (extension -> bytes, plus __key__ and __url__) of the shards, in order."""
-    return wds.tarfile_samples(iter([{"url": s} for s in shards]), handler=handler)
 
 
 class ShardReader(IterableDataset):
@@ -252,9 +249,11 @@ class ShardReader(IterableDataset):
 
     def __init__(self, shards: str | list[str], *, image_size: int, batch_size: int | None = None,
                  limit: int | None = None, rank: int | None = None, world_size: int | None = None,
-                 split: str | None = None) -> None:
+                 split: str | None = None, require_caption: bool = True) -> None:
         super().__init__()
         self.shards = expand_shards(shards, split=split)
+        self.expected = expected_counts(self.shards)
+        self.require_caption = require_caption
         self.image_size = int(image_size)
         self.batch_size = batch_size
         self.limit = limit
@@ -266,13 +265,13 @@ class ShardReader(IterableDataset):
         worker, workers = worker_info()
         skips = _Skips()
         self.skipped = 0
-        for i, raw in enumerate(raw_samples(self.shards, skips.tar_error)):
+        for i, raw in enumerate(raw_samples(self.shards, skips.skip, self.expected)):
             if self.limit is not None and i >= self.limit:
                 break
             if i % self.world_size != self.rank or (i // self.world_size) % workers != worker:
                 continue
             try:
-                sample = decode_sample(raw, self.image_size)
+                sample = decode_sample(raw, self.image_size, require_caption=self.require_caption)
             except BadSample as e:
                 skips.skip(raw.get("__url__", "?"), raw.get("__key__", "?"), str(e))
             else:
@@ -325,9 +324,11 @@ class TrainStream(IterableDataset):
 
     def __init__(self, shards: str | list[str], *, image_size: int, batch_size: int, seed: int = 0,
                  shuffle_buffer: int = 1000, rank: int | None = None, world_size: int | None = None,
-                 split: str | None = None) -> None:
+                 split: str | None = None, require_caption: bool = True) -> None:
         super().__init__()
         self.shards = expand_shards(shards, split=split)
+        self.expected = expected_counts(self.shards)
+        self.require_caption = require_caption
         self.image_size = int(image_size)
         self.batch_size = int(batch_size)
         self.seed = int(seed)
@@ -340,7 +341,7 @@ class TrainStream(IterableDataset):
 
     def _epoch(self, epoch: int, slot: int, slots: int, worker: int, skips: _Skips) -> Iterator[dict[str, Any]]:
         shards = epoch_shards(self.shards, seed=self.seed, epoch=epoch, slot=slot, slots=slots)
-        raw = raw_samples(shards, skips.tar_error)
+        raw = raw_samples(shards, skips.skip, self.expected)
         if self.shuffle_buffer > 1:
             rng = random.Random(f"samples:{self.seed}:{epoch}:{self.rank}:{worker}")
             raw = wds.shuffle(self.shuffle_buffer, self.shuffle_buffer, rng=rng)(raw)
@@ -368,7 +369,7 @@ class TrainStream(IterableDataset):
             for r in raw:
                 offset += 1
                 try:
-                    buf.append(decode_sample(r, self.image_size))
+                    buf.append(decode_sample(r, self.image_size, require_caption=self.require_caption))
                 except BadSample as e:
                     skips.skip(r.get("__url__", "?"), r.get("__key__", "?"), str(e))
                     continue

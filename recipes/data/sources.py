@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,6 +23,22 @@ class Sample:
     group: str = ""  # samples of one group always land in the same split (e.g. two files of one emoji)
 
 
+@dataclass(frozen=True)
+class Skip:
+    """One sample left out, and why: `reason` is a short category (counted in meta.json), `detail` the error."""
+
+    id: str
+    reason: str
+    detail: str = ""
+
+
+def skipped_record(skips: list[Skip]) -> dict[str, Any]:
+    """meta.json's "skipped": {"count", "by_reason": {reason: n}, "ids": [...], "details": ["id: reason: detail"]}."""
+    return {"count": len(skips), "by_reason": dict(sorted(Counter(s.reason for s in skips).items())),
+            "ids": [s.id for s in skips],
+            "details": [f"{s.id}: {s.reason}" + (f": {s.detail}" if s.detail else "") for s in skips]}
+
+
 @dataclass
 class SourceData:
     """A whole source: its samples (and its own validation set, if it has one) and what meta.json records."""
@@ -33,7 +50,7 @@ class SourceData:
     val: list[Sample] | None = None  # None: the writer splits train by --val-fraction
     default_size: int | None = None  # stored image size when --size is not given; None keeps the source's size
     grayscale: bool = False  # store 8-bit grayscale PNGs (the reader converts to RGB)
-    skipped: dict[str, Any] = field(default_factory=lambda: {"count": 0})  # {"count", "reason", "ids"}
+    skipped: list[Skip] = field(default_factory=list)  # samples the source itself could not use
     provenance: dict[str, Any] = field(default_factory=dict)  # packages and files the samples came from
 
 

@@ -4,18 +4,24 @@ A checkpoint (.ckpt from `armkit train`) is read with torch.load(weights_only=Tr
 rebuilt from the specs it carries (checkpoint["armkit"]) and loaded strictly from its "tokenizer." / "losses." tensors,
 except the frozen parts it left out (checkpoint["armkit_frozen"]): those load from their files, whose sha256 must match.
 An export folder loads through `Tokenizer.from_pretrained` and `tokenizer.hub.load_heads`. Lightning is never imported.
+
+A checkpoint or export is input: the files its specs and records name are followed (built from, hashed) only inside
+its own folder, armkit's asset cache (`asset:NAME`) and the folders the caller allows (`paths`, `--allow-path`).
 """
 
 from __future__ import annotations
 
 import copy
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
 from armkit.common.buildable import ConfigError, build
+from armkit.common.cache import assets_dir
 from armkit.common.weights import local_path, sha256_file
 from armkit.recipes.commands.export import read_checkpoint, substate, tokenizer_from_checkpoint
 from armkit.tokenizer import hub
+from armkit.tokenizer.export_checks import ConfigValueError, check_paths, inside
 from armkit.tokenizer.losses import LossSet
 from armkit.tokenizer.model import Tokenizer
 
@@ -35,12 +41,29 @@ def describe_losses(heads: LossSet | None) -> dict[str, Any]:
             for name, loss in heads.items()}
 
 
-def check_frozen_files(checkpoint: dict, ckpt: Path) -> dict[str, str]:
+def checkpoint_roots(ckpt: Path, paths: Sequence[Path | str] = ()) -> list[Path]:
+    """Where a checkpoint's specs and records may name files: its folder, the asset cache and the caller's `paths`."""
+    return [ckpt.parent, assets_dir(), *(Path(p) for p in paths)]
+
+
+def check_frozen_files(checkpoint: dict, ckpt: Path, paths: Sequence[Path | str] = ()) -> dict[str, str]:
     """{state-dict prefix: source} of the frozen parts the checkpoint left out (checkpoint["armkit_frozen"], written by
-    TokenizerModule); each source file must still have the sha256 it had in training."""
+    TokenizerModule); each source file must still have the sha256 it had in training. A source outside
+    `checkpoint_roots` is refused before anything is read or hashed."""
     left_out = checkpoint.get("armkit_frozen") or {}
+    if not isinstance(left_out, dict):
+        raise hub.ExportError(f"{ckpt}: armkit_frozen is a {type(left_out).__name__}, not a mapping")
+    roots = checkpoint_roots(ckpt, paths)
     for prefix, record in left_out.items():
-        path = local_path(record["source"])
+        if not (isinstance(prefix, str) and isinstance(record, dict) and isinstance(record.get("source"), str)
+                and isinstance(record.get("sha256"), str)):
+            raise hub.ExportError(f"{ckpt}: armkit_frozen[{prefix!r}] must be {{'source': str, 'sha256': str}}")
+        source = record["source"]
+        if not source.startswith("asset:") and not inside(source, roots):
+            raise hub.ExportError(f"{ckpt}: armkit_frozen[{prefix!r}] names {source!r}, outside "
+                                  f"{[str(r) for r in roots]}; pass --allow-path (paths= in Python) for that folder "
+                                  "if it holds the frozen model you trained with")
+        path = local_path(source)
         if not path.exists():
             raise FileNotFoundError(f"{ckpt}: the frozen part {prefix[:-1]} loads from {record['source']} ({path}), "
                                     "which is missing here (for the demo's models run `armkit assets`)")
@@ -67,20 +90,26 @@ def heads_from_checkpoint(checkpoint: dict, ckpt: Path, left_out: dict[str, str]
     return heads.eval(), None
 
 
-def load_for_eval(path: str | Path) -> Loaded:
-    """A .ckpt file or an export folder -> Loaded; a clear error for anything else."""
+def load_for_eval(path: str | Path, *, paths: Sequence[Path | str] = ()) -> Loaded:
+    """A .ckpt file or an export folder -> Loaded; a clear error for anything else. `paths`: folders outside the
+    checkpoint's (or export's) own whose files its specs may name."""
     path = Path(path).expanduser()
     if path.is_file():
         checkpoint = read_checkpoint(path)
-        left_out = check_frozen_files(checkpoint, path)
+        try:
+            for key in ("tokenizer", "losses"):
+                check_paths(checkpoint["armkit"].get(key), f"{path}: armkit.{key}", checkpoint_roots(path, paths))
+        except ConfigValueError as e:
+            raise hub.ExportError(str(e)) from None
+        left_out = check_frozen_files(checkpoint, path, paths)
         tok = tokenizer_from_checkpoint(checkpoint, path, include_encoder=True)
         heads, note = heads_from_checkpoint(checkpoint, path, left_out)
         source = {"kind": "checkpoint", "path": str(path.resolve()), "sha256": sha256_file(path),
                   "epoch": checkpoint.get("epoch"), "global_step": checkpoint.get("global_step"),
                   "frozen_files": checkpoint.get("armkit_frozen") or {}}
     elif path.is_dir() and (path / hub.CONFIG_NAME).is_file():
-        tok = Tokenizer.from_pretrained(path)
-        loaded = hub.load_heads(path)
+        tok = Tokenizer.from_pretrained(path, paths=paths)
+        loaded = hub.load_heads(path, paths=paths)
         if loaded is not None and not isinstance(loaded, LossSet):
             raise hub.ExportError(f"{path / hub.CONFIG_NAME}: heads build a {type(loaded).__name__}, not a LossSet")
         heads = loaded

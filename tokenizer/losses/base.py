@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -24,8 +25,13 @@ class Loss(Buildable, nn.Module):
 
     def __init__(self, *, weight: float = 1.0, enabled: bool = True) -> None:
         super().__init__()
+        if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not math.isfinite(weight) or weight < 0:
+            raise ValueError(f"{type(self).__name__}: weight {weight!r} must be a finite number >= 0 (0 keeps the "
+                             "loss in the logs without training on it; enabled: false skips it)")
+        if not isinstance(enabled, bool):
+            raise ValueError(f"{type(self).__name__}: enabled {enabled!r} must be true or false")
         self.weight = float(weight)
-        self.enabled = bool(enabled)
+        self.enabled = enabled
 
     def forward(self, out: "TokenizerOutput", batch: Batch, tokenizer: "Tokenizer") -> tuple[torch.Tensor, dict]:
         raise NotImplementedError

@@ -6,6 +6,7 @@ called, and their parameters are frozen so that optimisers and DDP never see the
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
@@ -66,11 +67,25 @@ class LossSet(Buildable, nn.Module):
                 raise ValueError(f"LossSet: loss {name!r} returned shape {tuple(value.shape)}, not a scalar")
             values[name] = value
             logs.update({f"{name}/{k}": v.detach() if torch.is_tensor(v) else v for k, v in extra.items()})
-        stacked = torch.stack([v.detach().float() for v in values.values()])
-        if not torch.isfinite(stacked).all():  # one device sync per step, not one per loss
-            bad = {n: float(v.detach()) for n, v in values.items() if not torch.isfinite(v.detach()).all()}
-            raise FloatingPointError(f"LossSet: non-finite loss term(s) {bad}")
-        total = sum(self.losses[n].weight * v for n, v in values.items())
+        weighted = {n: self.losses[n].weight * v for n, v in values.items()}
+        total = sum(weighted.values())
+        if not torch.isfinite(total.detach()).all():  # one device sync per step; the weighted total is what trains
+            raise FloatingPointError(f"LossSet: the weighted total is {float(total.detach())}: "
+                                     f"{self._culprits(values)}")
         logs.update({f"loss/{n}": v.detach() for n, v in values.items()})
         logs["loss/total"] = total.detach()
         return total, logs
+
+    def _culprits(self, values: dict[str, torch.Tensor]) -> str:
+        """Which terms made the total non-finite: a non-finite term, a non-finite weight, or weight x term overflow."""
+        found = []
+        for name, value in values.items():
+            term, weight = float(value.detach()), self.losses[name].weight
+            if not math.isfinite(term):
+                found.append(f"non-finite loss term(s) {{{name!r}: {term}}}")
+            elif not math.isfinite(weight):
+                found.append(f"loss {name!r} has weight {weight} (term {term:.4g})")
+            elif not math.isfinite(float((weight * value.detach()).float())):
+                found.append(f"loss {name!r}: weight {weight} x term {term:.4g} overflows")
+        return "; ".join(found) or "the sum of finite weighted terms overflows " + str(
+            {n: float(self.losses[n].weight * v.detach()) for n, v in values.items()})
