@@ -11,6 +11,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+import yaml
 from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
@@ -81,6 +82,19 @@ class ArmkitCLI(LightningCLI):
         return trainer
 
 
+def names_own_classes(argv: list[str]) -> bool:
+    """True when a --config names its model by class_path (the AR recipes: `model: {class_path: ...ARModule}`);
+    the tokenizer recipes give TokenizerModule's arguments directly."""
+    for i, arg in enumerate(argv):
+        path = argv[i + 1] if arg == "--config" and i + 1 < len(argv) else arg.partition("=")[2] \
+            if arg.startswith("--config=") else None
+        if path and Path(path).is_file():
+            tree = yaml.safe_load(Path(path).read_text()) or {}
+            if isinstance(tree, dict) and isinstance(tree.get("model"), dict) and "class_path" in tree["model"]:
+                return True
+    return False
+
+
 def main(argv: list[str] | None = None) -> int:
     # Frozen teachers are in eval mode on purpose; `args=` is how armkit hands LightningCLI its arguments.
     warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
@@ -89,8 +103,12 @@ def main(argv: list[str] | None = None) -> int:
     if not argv or argv[0] not in ("fit", "validate"):
         argv = ["fit", *argv]
     try:
-        ArmkitCLI(TokenizerModule, ShardDataModule, args=argv, save_config_kwargs={"overwrite": True},
-                  auto_configure_optimizers=False)
+        if names_own_classes(argv):  # any LightningModule / data module named in the YAML
+            ArmkitCLI(None, None, subclass_mode_model=True, subclass_mode_data=True, args=argv,
+                      save_config_kwargs={"overwrite": True}, auto_configure_optimizers=False)
+        else:
+            ArmkitCLI(TokenizerModule, ShardDataModule, args=argv, save_config_kwargs={"overwrite": True},
+                      auto_configure_optimizers=False)
     except ConfigCheckError as e:
         print(e.code)
         return 2

@@ -151,6 +151,8 @@ class ShardDataModule(L.LightningDataModule):
     val_limit: read at most this many validation samples (over all ranks).
     """
 
+    stream_class, reader_class = TrainStream, ShardReader  # subclasses read other sample kinds (AR code shards)
+
     def __init__(self, *, train: str, val: str | None = None, image_size: int, batch_size: int,
                  num_workers: int = 0, seed: int = 0, shuffle_buffer: int = 1000,
                  val_limit: int | None = None) -> None:
@@ -177,7 +179,7 @@ class ShardDataModule(L.LightningDataModule):
     def train_dataloader(self) -> ResumableLoader:
         if self.train_shards is None:
             self.setup("fit")
-        stream = TrainStream(self.train_shards, image_size=self.image_size, batch_size=self.batch_size,
+        stream = self.stream_class(self.train_shards, image_size=self.image_size, batch_size=self.batch_size,
                              seed=self.seed, shuffle_buffer=self.shuffle_buffer)
         loader = ResumableLoader(stream, num_workers=self.num_workers, auto_consume=self.trainer is None)
         if self._train_loader is not None:  # a reloaded loader continues the stream
@@ -190,7 +192,7 @@ class ShardDataModule(L.LightningDataModule):
             return []
         if self.val_shards is None:
             self.setup("validate")
-        reader = ShardReader(self.val_shards, image_size=self.image_size, batch_size=self.batch_size,
+        reader = self.reader_class(self.val_shards, image_size=self.image_size, batch_size=self.batch_size,
                              limit=self.val_limit)
         return ShardLoader(reader, num_workers=self.num_workers)
 
