@@ -59,11 +59,13 @@ class ARModel(Buildable, nn.Module):
     C). head: "full" or "factorized". config: kwargs of `transformers.AutoConfig.for_model` (must hold
     `model_type`), or path: a local model folder (weights + tokenizer). max_grid: the largest token-grid side the
     shape tokens can say. seed: the random init (without touching the global generator). dtype: of the weights.
+    text_tokenizer: with config:, a folder holding a transformers tokenizer to use instead of UTF-8 bytes (exports
+    of a model first loaded from path: are rebuilt this way).
     """
 
     def __init__(self, *, codebook_size: int, levels: list[int] | None = None, head: str = "full",
                  config: dict[str, Any] | None = None, path: str | None = None, max_grid: int = 32,
-                 seed: int | None = 0, dtype: str = "float32") -> None:
+                 seed: int | None = 0, dtype: str = "float32", text_tokenizer: str | None = None) -> None:
         super().__init__()
         from transformers import AutoConfig, AutoModelForCausalLM
 
@@ -91,7 +93,7 @@ class ARModel(Buildable, nn.Module):
                 if "model_type" not in config:
                     raise ValueError("ARModel: config needs a model_type (e.g. qwen2, qwen3, llama)")
                 args = dict(config)
-                self.codec = ByteCodec()
+                self.codec = HFCodec(local_path(text_tokenizer)) if text_tokenizer else ByteCodec()
                 args.setdefault("vocab_size", self.codec.min_vocab)
                 self.lm = AutoModelForCausalLM.from_config(AutoConfig.for_model(**args), dtype=DTYPES[dtype])
             text_size = int(self.lm.get_output_embeddings().out_features)
