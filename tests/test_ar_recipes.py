@@ -172,3 +172,44 @@ def test_ar_sigkill_then_resume_matches_uninterrupted_run(chain):
     wa = torch.load(chain / "straight" / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
     wb = torch.load(chain / "killed" / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
     assert all(torch.allclose(wa[k], wb[k], atol=1e-6) for k in wa)
+
+
+def test_frechet_distance_matches_an_independent_formula():
+    from armkit.recipes.autoregressive.evaluate import frechet_distance
+
+    gen = torch.Generator().manual_seed(0)
+    a = torch.randn(400, 5, generator=gen) @ torch.randn(5, 5, generator=gen)
+    b = torch.randn(300, 5, generator=gen) * 2 + 1
+    ca, cb = torch.cov(a.double().T), torch.cov(b.double().T)
+    w, q = torch.linalg.eigh(ca)
+    root_a = q @ torch.diag(w.clamp(min=0).sqrt()) @ q.T
+    cross = torch.linalg.eigvalsh(root_a @ cb @ root_a).clamp(min=0).sqrt().sum()  # tr((Σa Σb)^½)
+    want = ((a.double().mean(0) - b.double().mean(0)) ** 2).sum() + ca.trace() + cb.trace() - 2 * cross
+    assert frechet_distance(a, b) == pytest.approx(float(want), rel=1e-6)
+    assert frechet_distance(a, a) == pytest.approx(0.0, abs=1e-6)
+    assert frechet_distance(a, a + 3.0) == pytest.approx(5 * 9.0, rel=1e-6)  # a shift of 3 in 5 dimensions
+
+
+def test_evaluation_runs_and_caption_nll_is_the_models_loss(chain, tiny_shards):
+    from armkit.backbones import sequence as S
+    from armkit.recipes.autoregressive.codes import CodeReader
+    from armkit.recipes.autoregressive.evaluate import PretrainedFeatures, caption_metrics, evaluate_ar
+    from armkit.recipes.autoregressive.export import load_ar
+    from armkit.tokenizer import Tokenizer
+
+    ckpt = chain / "run-qwen2" / "checkpoints" / "last.ckpt"
+    if not ckpt.exists():
+        assert main(train_args(chain, "run-qwen2", "--trainer.max_steps=4")) == 0
+    model = load_ar(ckpt).model
+    held = list(CodeReader(str(chain / "codes"), image_size=1, split="val"))[:6]
+    got = caption_metrics(model, held, batch_size=4)
+    seqs = [S.understanding(model.vocab, s["codes"].tolist(), s["grid"], model.codec.encode(s["caption"]),
+                            model.codec.eos) for s in held]
+    out = model(*S.collate(model.vocab, seqs))  # one batch: the model's own mean NLL over caption tokens
+    assert got["caption_tokens"] == out.num_text and got["caption_nll"] == pytest.approx(out.loss.item(), rel=1e-5)
+    assert 0.0 <= got["caption_token_accuracy"] <= 1.0
+    result = evaluate_ar(model=model, tok=Tokenizer.from_pretrained(chain / "tok"), codes=str(chain / "codes"),
+                         images=str(tiny_shards), features=PretrainedFeatures(size=32), limit=8, steps=2)
+    t2i = result["text_to_image"]
+    assert t2i["samples"] == 8 and t2i["frechet_distance"] >= 0 and 0 <= t2i["probe_accuracy_generated"] <= 1
+    assert t2i["chance"] == 0.25 and "frechet_distance" in result["protocol"]
