@@ -209,7 +209,8 @@ def test_evaluation_runs_and_caption_nll_is_the_models_loss(chain, tiny_shards):
     assert got["caption_tokens"] == out.num_text and got["caption_nll"] == pytest.approx(out.loss.item(), rel=1e-5)
     assert 0.0 <= got["caption_token_accuracy"] <= 1.0
     result = evaluate_ar(model=model, tok=Tokenizer.from_pretrained(chain / "tok"), codes=str(chain / "codes"),
-                         images=str(tiny_shards), features=PretrainedFeatures(size=32), limit=8, steps=2)
+                         images=str(tiny_shards), limit=8, steps=2,
+                         features=PretrainedFeatures(model_name="test_efficientnet", size=32))
     t2i = result["text_to_image"]
     assert t2i["samples"] == 8 and t2i["frechet_distance"] >= 0 and 0 <= t2i["probe_accuracy_generated"] <= 1
     assert t2i["chance"] == 0.25 and "frechet_distance" in result["protocol"]
