@@ -214,3 +214,23 @@ def test_evaluation_runs_and_caption_nll_is_the_models_loss(chain, tiny_shards):
     t2i = result["text_to_image"]
     assert t2i["samples"] == 8 and t2i["frechet_distance"] >= 0 and 0 <= t2i["probe_accuracy_generated"] <= 1
     assert t2i["chance"] == 0.25 and "frechet_distance" in result["protocol"]
+
+
+def test_training_refuses_codes_of_another_tokenizer(chain, tiny_shards, capsys):
+    other = chain / "tok-train-other"
+    if not other.exists():
+        tiny_tokenizer(other, seed=3)
+    assert main(["tokenize", "--tokenizer", str(other), "--data", str(tiny_shards), "--out",
+                 str(chain / "codes-other"), "--splits", "train"]) == 0
+    capsys.readouterr()
+    assert main(train_args(chain, "mixed", f"--data.init_args.train={chain / 'codes-other'}")) == 2
+    assert "tokenizer mismatch: data.train" in capsys.readouterr().out  # train and val codes disagree
+    ckpt = chain / "run-llama" / "checkpoints" / "last.ckpt"
+    if not ckpt.exists():
+        assert main(train_args(chain, "run-llama", "--trainer.max_steps=2",
+                               "--model.init_args.model.init_args.config.model_type=llama")) == 0
+    capsys.readouterr()
+    assert main(train_args(chain, "resume-other", f"--data.init_args.train={chain / 'codes-other'}",
+                           "--data.init_args.val=null", "--model.init_args.model.init_args.config.model_type=llama",
+                           "--trainer.max_steps=30", "--ckpt_path", str(ckpt))) == 2
+    assert "the checkpoint was made with tokenizer" in capsys.readouterr().out  # resumed on other codes

@@ -17,6 +17,7 @@ from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
 from armkit.common.cache import AssetError
 from armkit.common.weights import local_path
+from armkit.recipes.autoregressive.codes import FingerprintError
 from armkit.recipes.data import ShardDataModule
 from armkit.recipes.module import TokenizerModule
 
@@ -112,4 +113,21 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigCheckError as e:
         print(e.code)
         return 2
+    except Exception as e:  # jsonargparse wraps errors raised while building; a tokenizer mismatch is one line
+        cause = mismatch(e)
+        if cause is None:
+            raise
+        print(f"error: {cause}")
+        return 2
     return 0
+
+
+def mismatch(error: BaseException | None) -> FingerprintError | None:
+    """The FingerprintError (codes, model or tokenizer from different tokenizers) behind `error`, if any."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        if isinstance(error, FingerprintError):
+            return error
+        seen.add(id(error))
+        error = error.__cause__ or error.__context__
+    return None
