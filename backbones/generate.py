@@ -65,6 +65,14 @@ def mix(branches: list[torch.Tensor], scales: list[float]) -> torch.Tensor:
     return out
 
 
+def new_cache(cache_class: type, model: ARModel):
+    """An empty transformers cache (releases before 4.56 take no config)."""
+    try:
+        return cache_class(config=model.lm.config)
+    except TypeError:
+        return cache_class()
+
+
 class Decoder:
     """One batch of prompts decoded token by token, with or without the KV cache."""
 
@@ -75,7 +83,7 @@ class Decoder:
         self.ids, self.mask = left_pad(model.vocab, prompts)
         device = next(model.parameters()).device
         self.ids, self.mask = self.ids.to(device), self.mask.to(device)
-        self.cache = DynamicCache(config=model.lm.config) if use_cache else None
+        self.cache = new_cache(DynamicCache, model) if use_cache else None
         self.hidden = self._run(self.ids, positions(self.mask))  # prefill: [B, H] at the last position
 
     def _run(self, ids: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
