@@ -234,3 +234,11 @@ def test_training_refuses_codes_of_another_tokenizer(chain, tiny_shards, capsys)
                            "--data.init_args.val=null", "--model.init_args.model.init_args.config.model_type=llama",
                            "--trainer.max_steps=30", "--ckpt_path", str(ckpt))) == 2
     assert "the checkpoint was made with tokenizer" in capsys.readouterr().out  # resumed on other codes
+
+
+@pytest.mark.parametrize("recipe,names", [("paper", "model.init_args.model.init_args.path"),
+                                          ("demo", "data.init_args.train")])
+def test_paper_and_demo_recipes_parse_and_ask_for_their_inputs(recipe, names, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # no data/emoji-codes here
+    assert main(["train", "--config", str(ROOT / "recipes" / "ar" / f"{recipe}.yaml")]) == 2
+    assert names in capsys.readouterr().out
