@@ -180,7 +180,7 @@ class ShardDataModule(L.LightningDataModule):
         if self.train_shards is None:
             self.setup("fit")
         stream = self.stream_class(self.train_shards, image_size=self.image_size, batch_size=self.batch_size,
-                             seed=self.seed, shuffle_buffer=self.shuffle_buffer)
+                                   seed=self.seed, shuffle_buffer=self.shuffle_buffer)
         loader = ResumableLoader(stream, num_workers=self.num_workers, auto_consume=self.trainer is None)
         if self._train_loader is not None:  # a reloaded loader continues the stream
             loader.consumed, loader.positions = self._train_loader.consumed, list(self._train_loader.positions)
@@ -193,7 +193,7 @@ class ShardDataModule(L.LightningDataModule):
         if self.val_shards is None:
             self.setup("validate")
         reader = self.reader_class(self.val_shards, image_size=self.image_size, batch_size=self.batch_size,
-                             limit=self.val_limit)
+                                   limit=self.val_limit)
         return ShardLoader(reader, num_workers=self.num_workers)
 
     def on_before_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
