@@ -62,9 +62,12 @@ def tokenize(tokenizer: Path, data: Path, out: Path, *, splits: list[str], batch
     fingerprint = tokenizer_fingerprint(tokenizer)
     out.mkdir(parents=True, exist_ok=True)
     state = out / STATE
-    if state.is_file():  # a resumed run: the shards already there must come from this tokenizer
-        check_fingerprint(json.loads(state.read_text())["fingerprint"], fingerprint,
+    if state.is_file():  # a resumed run: the shards already there must come from this tokenizer and data
+        before = json.loads(state.read_text())
+        check_fingerprint(before["fingerprint"], fingerprint,
                           expected_from=f"the code shards already in {out}", got_from=f"--tokenizer {tokenizer}")
+        if Path(before["data"]).resolve() != data.resolve():
+            raise ValueError(f"{out} holds codes of {before['data']}, not of --data {data}; use another --out")
     state.write_text(json.dumps({"fingerprint": fingerprint, "tokenizer": str(tokenizer), "data": str(data)}))
     (out / META).unlink(missing_ok=True)
     tok = Tokenizer.from_pretrained(tokenizer).to(device)
