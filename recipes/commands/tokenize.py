@@ -71,6 +71,9 @@ def tokenize(tokenizer: Path, data: Path, out: Path, *, splits: list[str], batch
     state.write_text(json.dumps({"fingerprint": fingerprint, "tokenizer": str(tokenizer), "data": str(data)}))
     (out / META).unlink(missing_ok=True)
     tok = Tokenizer.from_pretrained(tokenizer).to(device)
+    if tok.quantizer.num_codebooks != 1:
+        raise ValueError(f"{tokenizer} has {tok.quantizer.num_codebooks} FSQ codebooks; the AR stage reads one code "
+                         "per position (export a tokenizer with num_codebooks: 1)")
     size = tok.encoder.image_size
     if size[0] != size[1]:
         raise ValueError(f"the tokenizer's input is {size}; armkit tokenize reads square shards")
