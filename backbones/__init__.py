@@ -1,7 +1,8 @@
-"""Causal LMs: the caption loss's frozen reader and, later, the AR model's backbone."""
+"""Causal LMs: the caption loss's frozen reader, and the AR model (text + visual tokens) with its sampler."""
 
+from armkit.backbones.ar import ARModel, AROutput
 from armkit.backbones.base import CausalLM, LMOutput
 from armkit.backbones.hf_lm import HFCausalLM
 from armkit.backbones.tiny_lm import TinyCausalLM
 
-__all__ = ["CausalLM", "HFCausalLM", "LMOutput", "TinyCausalLM"]
+__all__ = ["ARModel", "AROutput", "CausalLM", "HFCausalLM", "LMOutput", "TinyCausalLM"]

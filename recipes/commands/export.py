@@ -61,6 +61,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from armkit.recipes.autoregressive.export import export_ar_checkpoint, is_ar_checkpoint
+
+    if args.ckpt.is_file() and is_ar_checkpoint(args.ckpt):  # an AR model (ARModule) rather than a tokenizer
+        try:
+            out = export_ar_checkpoint(args.ckpt, args.out)
+        except (ExportError, ConfigError) as e:
+            print(f"export failed: {e}")
+            return 2
+        print(f"exported AR model {args.ckpt} -> {out}: {', '.join(sorted(p.name for p in out.iterdir()))}")
+        return 0
     graphs = {"steps": args.decode_steps, "onnx": False if args.no_onnx else None} if args.graphs else False
     try:
         out = export_checkpoint(args.ckpt, args.out, include_encoder=args.encoder == "include", metrics=args.metrics,

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning.pytorch
+import yaml
 from jsonargparse import ActionConfigFile
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
@@ -23,6 +24,7 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from armkit.common.cache import AssetError
 from armkit.common.weights import local_path
 from armkit.recipes import resume
+from armkit.recipes.autoregressive.codes import FingerprintError
 from armkit.recipes.config_checks import ConfigCheckError, check_values, unknown_key_line
 from armkit.recipes.data import ShardDataModule
 from armkit.recipes.module import TokenizerModule
@@ -119,7 +121,8 @@ class ArmkitCLI(LightningCLI):
             if chosen.path and chosen.path != "last":
                 model_config = self.config[subcommand]["model"]
                 model_config = model_config.as_dict() if hasattr(model_config, "as_dict") else dict(model_config)
-                specs = {"tokenizer": to_spec(self.model.tokenizer), "losses": to_spec(self.model.losses)}
+                specs = {name: to_spec(getattr(self.model, name)) for name in ("tokenizer", "losses")
+                         if hasattr(self.model, name)}  # TokenizerModule's parts; other modules have none
                 notes += resume.compare(chosen.path, model_config, specs)
             for line in notes:
                 (rank_zero_warn if "recipe stands" in line or "skipping" in line else rank_zero_info)(line)
@@ -137,6 +140,19 @@ class ArmkitCLI(LightningCLI):
         return trainer
 
 
+def names_own_classes(argv: list[str]) -> bool:
+    """True when a --config names its model by class_path (the AR recipes: `model: {class_path: ...ARModule}`);
+    the tokenizer recipes give TokenizerModule's arguments directly."""
+    for i, arg in enumerate(argv):
+        path = argv[i + 1] if arg == "--config" and i + 1 < len(argv) else arg.partition("=")[2] \
+            if arg.startswith("--config=") else None
+        if path and Path(path).is_file():
+            tree = yaml.safe_load(Path(path).read_text()) or {}
+            if isinstance(tree, dict) and isinstance(tree.get("model"), dict) and "class_path" in tree["model"]:
+                return True
+    return False
+
+
 def main(argv: list[str] | None = None) -> int:
     # Frozen teachers are in eval mode on purpose; `args=` is how armkit hands LightningCLI its arguments.
     warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
@@ -145,9 +161,30 @@ def main(argv: list[str] | None = None) -> int:
     if not argv or argv[0] not in ("fit", "validate"):
         argv = ["fit", *argv]
     try:
-        ArmkitCLI(TokenizerModule, ShardDataModule, args=argv, save_config_kwargs={"overwrite": True},
-                  auto_configure_optimizers=False)
+        if names_own_classes(argv):  # any LightningModule / data module named in the YAML
+            ArmkitCLI(None, None, subclass_mode_model=True, subclass_mode_data=True, args=argv,
+                      save_config_kwargs={"overwrite": True}, auto_configure_optimizers=False)
+        else:
+            ArmkitCLI(TokenizerModule, ShardDataModule, args=argv, save_config_kwargs={"overwrite": True},
+                      auto_configure_optimizers=False)
     except (ConfigCheckError, resume.ResumeError) as e:
         print(e.code)
         return 2
+    except Exception as e:  # jsonargparse wraps errors raised while building; a tokenizer mismatch is one line
+        cause = mismatch(e)
+        if cause is None:
+            raise
+        print(f"error: {cause}")
+        return 2
     return 0
+
+
+def mismatch(error: BaseException | None) -> FingerprintError | None:
+    """The FingerprintError (codes, model or tokenizer from different tokenizers) behind `error`, if any."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        if isinstance(error, FingerprintError):
+            return error
+        seen.add(id(error))
+        error = error.__cause__ or error.__context__
+    return None

@@ -151,6 +151,8 @@ class ShardDataModule(L.LightningDataModule):
     val_limit: read at most this many validation samples (over all ranks).
     """
 
+    stream_class, reader_class = TrainStream, ShardReader  # subclasses read other sample kinds (AR code shards)
+
     def __init__(self, *, train: str, val: str | None = None, image_size: int, batch_size: int,
                  num_workers: int = 0, seed: int = 0, shuffle_buffer: int = 1000,
                  val_limit: int | None = None) -> None:
@@ -177,8 +179,8 @@ class ShardDataModule(L.LightningDataModule):
     def train_dataloader(self) -> ResumableLoader:
         if self.train_shards is None:
             self.setup("fit")
-        stream = TrainStream(self.train_shards, image_size=self.image_size, batch_size=self.batch_size,
-                             seed=self.seed, shuffle_buffer=self.shuffle_buffer)
+        stream = self.stream_class(self.train_shards, image_size=self.image_size, batch_size=self.batch_size,
+                                   seed=self.seed, shuffle_buffer=self.shuffle_buffer)
         loader = ResumableLoader(stream, num_workers=self.num_workers, auto_consume=self.trainer is None)
         if self._train_loader is not None:  # a reloaded loader continues the stream
             loader.consumed, loader.positions = self._train_loader.consumed, list(self._train_loader.positions)
@@ -190,8 +192,8 @@ class ShardDataModule(L.LightningDataModule):
             return []
         if self.val_shards is None:
             self.setup("validate")
-        reader = ShardReader(self.val_shards, image_size=self.image_size, batch_size=self.batch_size,
-                             limit=self.val_limit)
+        reader = self.reader_class(self.val_shards, image_size=self.image_size, batch_size=self.batch_size,
+                                   limit=self.val_limit)
         return ShardLoader(reader, num_workers=self.num_workers)
 
     def on_before_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:

@@ -31,7 +31,7 @@ import json
 import os
 import random
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from itertools import count
 from pathlib import Path
 from typing import Any
@@ -260,6 +260,14 @@ class ShardReader(IterableDataset):
         self.rank, self.world_size = node_info(rank, world_size)
         self.skipped = 0
 
+    # Other sample kinds (e.g. the AR stage's code shards) override these two: raw sample -> dict, dicts -> batch.
+    def decode(self, raw: dict[str, Any]) -> dict[str, Any]:
+        return decode_sample(raw, self.image_size, require_caption=self.require_caption)
+
+    @staticmethod
+    def collate(samples: list[dict[str, Any]]) -> dict[str, Any]:
+        return collate(samples)
+
     def samples(self) -> Iterator[dict[str, Any]]:
         """This reader's decoded samples, each with "skipped" (running count) and "worker"."""
         worker, workers = worker_info()
@@ -271,7 +279,7 @@ class ShardReader(IterableDataset):
             if i % self.world_size != self.rank or (i // self.world_size) % workers != worker:
                 continue
             try:
-                sample = decode_sample(raw, self.image_size, require_caption=self.require_caption)
+                sample = self.decode(raw)
             except BadSample as e:
                 skips.skip(raw.get("__url__", "?"), raw.get("__key__", "?"), str(e))
             else:
@@ -294,14 +302,15 @@ class ShardReader(IterableDataset):
             buf.append(s)
             if len(buf) == self.batch_size:
                 if pending:
-                    yield _batch(pending, worker, self.skipped)
+                    yield _batch(pending, worker, self.skipped, collate=self.collate)
                 pending, buf = buf, []
         for last in (pending, buf):
             if last:
-                yield _batch(last, worker, self.skipped)
+                yield _batch(last, worker, self.skipped, collate=self.collate)
 
 
-def _batch(samples: list[dict[str, Any]], worker: int, skipped: int, **stream: Any) -> dict[str, Any]:
+def _batch(samples: list[dict[str, Any]], worker: int, skipped: int, *,
+           collate: Callable[[list[dict[str, Any]]], dict[str, Any]] = collate, **stream: Any) -> dict[str, Any]:
     batch = collate(samples)
     batch["skipped"] = skipped
     batch["stream"] = {"worker": worker, "skipped": skipped, **stream}
@@ -339,6 +348,14 @@ class TrainStream(IterableDataset):
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
 
+    # Other sample kinds (e.g. the AR stage's code shards) override these two: raw sample -> dict, dicts -> batch.
+    def decode(self, raw: dict[str, Any]) -> dict[str, Any]:
+        return decode_sample(raw, self.image_size, require_caption=self.require_caption)
+
+    @staticmethod
+    def collate(samples: list[dict[str, Any]]) -> dict[str, Any]:
+        return collate(samples)
+
     def _epoch(self, epoch: int, slot: int, slots: int, worker: int, skips: _Skips) -> Iterator[dict[str, Any]]:
         shards = epoch_shards(self.shards, seed=self.seed, epoch=epoch, slot=slot, slots=slots)
         raw = raw_samples(shards, skips.skip, self.expected)
@@ -369,13 +386,13 @@ class TrainStream(IterableDataset):
             for r in raw:
                 offset += 1
                 try:
-                    buf.append(decode_sample(r, self.image_size, require_caption=self.require_caption))
+                    buf.append(self.decode(r))
                 except BadSample as e:
                     skips.skip(r.get("__url__", "?"), r.get("__key__", "?"), str(e))
                     continue
                 decoded += 1
                 if len(buf) == self.batch_size:
-                    yield _batch(buf, worker, skips.count, epoch=epoch, offset=offset)
+                    yield _batch(buf, worker, skips.count, collate=self.collate, epoch=epoch, offset=offset)
                     buf = []
             if decoded == 0 and not (epoch == epoch0 and offset0):
                 shards = epoch_shards(self.shards, seed=self.seed, epoch=epoch, slot=slot, slots=slots)

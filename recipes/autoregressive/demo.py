@@ -1,0 +1,113 @@
+"""The AR half of `armkit demo`: tokenize the emoji once, train `recipes/ar/demo.yaml`, export, and generate
+text-to-image samples for held-out emoji names and skin-tone edits of held-out variants.
+
+Called by the demo command after the tokenizer is exported:
+
+    from armkit.recipes.autoregressive.demo import run_ar_demo
+    grid = run_ar_demo(tokenizer=Path("runs/demo/export"), data=Path("data/emoji"), out=Path("runs/demo/ar"),
+                       minutes=5)
+
+Everything lands in `out`: codes/, run/ (checkpoints, CSV logs), export/, t2i/ (one PNG per sample, grid.png: one
+row per held-out name), edit/ (source reconstruction, then the edits) and summary.json; the return value is the
+text-to-image grid's path.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+from armkit.recipes.autoregressive.codes import META, CodeReader, read_meta, tokenizer_fingerprint
+from armkit.recipes.cli import main as armkit
+
+RECIPE = Path(__file__).resolve().parents[1] / "ar" / "demo.yaml"
+
+
+def held_out(codes: Path, *, names: int, edits: int) -> tuple[list[str], list[dict]]:
+    """Validation emoji names without a skin tone (never trained on), and validation edit pairs."""
+    captions, pairs = [], []
+    for sample in CodeReader(str(codes), image_size=1, split="val"):
+        if sample["edit"] is not None:
+            if len(pairs) < edits:
+                pairs.append(sample)
+        elif "skin tone" not in sample["caption"] and len(captions) < names:
+            captions.append(sample["caption"])
+    return captions, pairs
+
+
+def save_codes_png(tokenizer: Path, codes: list[int], path: Path) -> None:
+    """Render codes with the tokenizer (the edit's source image)."""
+    import torch
+    from torchvision.utils import save_image
+
+    from armkit.tokenizer import Tokenizer
+
+    tok = Tokenizer.from_pretrained(tokenizer)
+    save_image(tok.decode(torch.tensor([codes]), steps=25, generator=torch.Generator().manual_seed(0)), path)
+
+
+def run_ar_demo(*, tokenizer: Path, data: Path, out: Path, minutes: float = 5.0, names: int = 6, edits: int = 2,
+                samples: int = 4, extra: list[str] = ()) -> Path:
+    started = time.time()
+    codes = out / "codes"
+    if not (codes / META).is_file() or read_meta(codes)["tokenizer"]["fingerprint"] != tokenizer_fingerprint(
+            tokenizer):
+        print(f"\n== armkit demo (AR): tokenizing {data} with {tokenizer}", flush=True)
+        if armkit(["tokenize", "--tokenizer", str(tokenizer), "--data", str(data), "--out", str(codes),
+                   "--edits", "skin-tone"]) != 0:
+            raise RuntimeError("armkit tokenize failed")
+    print(f"\n== armkit demo (AR): training {RECIPE.name} for at most {minutes:g} minutes", flush=True)
+    h, m = divmod(int(minutes * 60), 3600)
+    run = out / "run"
+    if armkit(["train", "--config", str(RECIPE), f"--data.init_args.train={codes}", f"--data.init_args.val={codes}",
+               f"--trainer.default_root_dir={run}", f"--trainer.max_time=00:{h:02d}:{m // 60:02d}:{m % 60:02d}",
+               *extra]) != 0:
+        raise RuntimeError("armkit train (AR) failed")
+    if armkit(["export", "--ckpt", str(run / "checkpoints" / "last.ckpt"), "--out", str(out / "export")]) != 0:
+        raise RuntimeError("armkit export (AR) failed")
+    prompts, pairs = held_out(codes, names=names, edits=edits)
+    print(f"\n== armkit demo (AR): generating {len(prompts)} held-out names and {len(pairs)} edits", flush=True)
+    t2i = ["generate", "--model", str(out / "export"), "--tokenizer", str(tokenizer), "--out", str(out / "t2i"),
+           "--num", str(samples), "--top-k", "100"]
+    for p in prompts:
+        t2i += ["--prompt", p]
+    if armkit(t2i) != 0:
+        raise RuntimeError("armkit generate failed")
+    edit_dirs = []
+    for i, pair in enumerate(pairs):
+        source = out / f"edit-{i}-source.png"
+        save_codes_png(tokenizer, pair["edit"]["source"].tolist(), source)
+        folder = out / f"edit-{i}"
+        if armkit(["generate", "--model", str(out / "export"), "--tokenizer", str(tokenizer), "--image", str(source),
+                   "--instruction", pair["edit"]["instruction"], "--num", str(samples), "--out", str(folder)]) != 0:
+            raise RuntimeError("armkit generate (editing) failed")
+        edit_dirs.append({"target": pair["caption"], "instruction": pair["edit"]["instruction"],
+                          "grid": str(folder / "grid.png")})
+    summary = {"prompts": prompts, "t2i_grid": str(out / "t2i" / "grid.png"), "edits": edit_dirs,
+               "minutes": round((time.time() - started) / 60, 1)}
+    (out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
+    print(f"\nAR demo done in {summary['minutes']} min. Text-to-image for held-out names (one row each: "
+          f"{', '.join(prompts)}): {summary['t2i_grid']}")
+    for e in edit_dirs:
+        print(f"edit '{e['instruction']}' (target: {e['target']}; source first): {e['grid']}")
+    return out / "t2i" / "grid.png"
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m armkit.recipes.autoregressive.demo --tokenizer runs/demo/export` (until `armkit demo` calls it)."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tokenizer", type=Path, default=Path("runs/demo/export"))
+    parser.add_argument("--data", type=Path, default=Path("data/emoji"))
+    parser.add_argument("--out", type=Path, default=Path("runs/demo/ar"))
+    parser.add_argument("--minutes", type=float, default=5.0)
+    parser.add_argument("train_args", nargs="*", help="extra LightningCLI overrides after `--`")
+    args = parser.parse_args(argv)
+    run_ar_demo(tokenizer=args.tokenizer, data=args.data, out=args.out, minutes=args.minutes,
+                extra=args.train_args)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
