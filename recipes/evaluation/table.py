@@ -25,6 +25,9 @@ PAPER = {
     ("caption", "distill", "pixel", "sigmoid"): {"zeroshot_top1": 80.2, "psnr": 19.6, "codebook_usage": 75.6,
                                                  "code_perplexity_normalised": 0.28},
 }
+# paper.yaml's teacher (SigLIP2-SO400M, patch 16, at 512 px) gives (512 / 16)^2 tokens per image.
+PAPER_TOKENS_PER_IMAGE = (512 // 16) ** 2
+PAPER_CODEBOOK = 2 ** 16
 COLUMNS = [  # (metric, label, decimals)
     ("zeroshot_top1", "zero-shot top-1 %", 1), ("zeroshot_top1_balanced", "per-class top-1 %", 1),
     ("retrieval_i2t_r1", "R@1 img→txt %", 1), ("psnr", "PSNR dB", 2),
@@ -142,7 +145,8 @@ def render_markdown(cfg: AblationConfig, summary: dict[str, dict[str, Any]], pap
         f"{len(zeroshot.get('classes') or [])} classes (chance "
         f"{zeroshot.get('chance_top1', float('nan')):.1f}%, always the commonest class "
         f"{zeroshot.get('majority_top1', float('nan')):.1f}%). Codebook usage counts "
-        f"{tokens} tokens against {codes} codes (the paper: 50,000 images x 256 tokens against 65,536), so it is "
+        f"{tokens} tokens against {codes} codes (ImageNet val at the paper's setting, paper.yaml: 50,000 images x "
+        f"{PAPER_TOKENS_PER_IMAGE:,} tokens against {PAPER_CODEBOOK:,} codes), so it is "
         "bounded by their ratio. Definitions: any run's metrics.json.", "",
         "| variant | losses | " + " | ".join(lab for _, lab, _ in shown)
         + " | steps | train min | paper zero-shot | paper PSNR | paper usage | paper ppl |",
