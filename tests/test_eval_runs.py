@@ -79,7 +79,7 @@ def test_ablate_writes_table_plot_and_one_metrics_json_per_run(ablation):
     assert table["paper"]["all"]["zeroshot_top1"] == 80.2 and table["paper"]["cap+pix"]["psnr"] == 15.2
     md = (out / "table.md").read_text()
     assert "| cap+pix | caption + pixel |" in md and "| all | caption + distill + pixel + sigmoid |" in md
-    assert "paper zero-shot" in md and "80.2" in md and "pairs in the paper's order" in md
+    assert "paper zero-shot" in md and "80.2" in md and "## The paper's claims" in md
     assert (out / "plot.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
