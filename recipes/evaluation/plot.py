@@ -54,7 +54,7 @@ def plot_summary(summary: dict[str, dict[str, Any]], paper: dict[str, dict[str, 
         marks = [(i, paper[v][theirs]) for i, v in enumerate(variants) if theirs in paper.get(v, {})]
         if marks:
             ax.scatter([i for i, _ in marks], [y for _, y in marks], color="black", marker="D", zorder=4,
-                       label="paper (ImageNet)")
+                       label="paper zero-shot (ImageNet)" if metric in PAPER_KEYS else "paper (ImageNet)")
         chance = next((s.get("chance_top1") for s in summary.values() if s.get("chance_top1")), None)
         if metric in PAPER_KEYS and chance:
             ax.axhline(chance, color="grey", linestyle="--", linewidth=1, label="chance")
