@@ -15,6 +15,7 @@ import torch
 import yaml
 from safetensors.torch import load_file, save_file
 
+import armkit
 from armkit.backbones import TinyCausalLM
 from armkit.recipes.cli import main
 from armkit.tokenizer import Tokenizer, build, to_spec
@@ -47,7 +48,8 @@ except ImportError:
 
 
 def run_python(code: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    # the child imports the same armkit as this process (a checkout on PYTHONPATH wins over an installed one)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(armkit.__file__).parent.parent), str(REPO)])}
     return subprocess.run([sys.executable, "-c", code], check=False, cwd=REPO, env=env, capture_output=True, text=True,
                           timeout=120)
 
