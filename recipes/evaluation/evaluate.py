@@ -20,21 +20,14 @@ from typing import Any
 import torch
 import torch.nn.functional as nnf
 
-from armkit.recipes.data.reader import ShardReader, expand_shards
+from armkit.recipes.data.reader import ShardReader
 from armkit.recipes.evaluation.load import Loaded
-from armkit.recipes.evaluation.metrics import (
-    CodeHistogram,
-    balanced_top1,
-    code_perplexity,
-    codebook_usage,
-    retrieval_r1,
-    topk_correct,
-)
-from armkit.recipes.evaluation.probe import fit_probe, score_probe
+from armkit.recipes.evaluation.metrics import CodeHistogram, code_perplexity, codebook_usage, retrieval_r1
+from armkit.recipes.evaluation.probe import linear_probe
 from armkit.recipes.evaluation.protocol import DEFINITIONS, RESIZE, Protocol
 from armkit.recipes.evaluation.provenance import git_state, package_versions, shards_fingerprint
 from armkit.recipes.evaluation.reconstruction import ReconstructionMetrics
-from armkit.recipes.evaluation.zeroshot import class_names, read_meta, text_classifier
+from armkit.recipes.evaluation.zeroshot import class_names, read_meta, zero_shot
 from armkit.tokenizer.losses import CaptionLoss, SigmoidLoss
 
 FORMAT = "armkit.eval"
@@ -194,7 +187,7 @@ def evaluate(loaded: Loaded, data: str | Path, protocol: Protocol, *, classes: l
         zeroshot.update(zero_shot(sig.text_embedding, torch.cat(teacher_emb), labels, names, protocol, metrics,
                                   skipped, prefix="teacher_", top5=False))
     probe = linear_probe(tok, data, protocol, torch.cat(pooled_z), labels, device, metrics, skipped,
-                         eval_shards=reader.shards)
+                         eval_shards=reader.shards, image_size=enc_size)
     if cap is None:
         skipped["caption_nll"] = loaded.heads_note or "the loss heads hold no CaptionLoss"
     elif not cap_trained:
@@ -232,51 +225,6 @@ def evaluate(loaded: Loaded, data: str | Path, protocol: Protocol, *, classes: l
     }
 
 
-def linear_probe(tok: Any, data: str | Path, protocol: Protocol, val_features: torch.Tensor, val_labels: torch.Tensor,
-                 device: str, metrics: dict[str, Any], skipped: dict[str, str], *,
-                 eval_shards: list[str]) -> dict[str, Any]:
-    """Fits the probe on the mean-pooled Z of the `probe_split` shards, scores it on the eval samples; fills
-    probe_top1(_balanced) in `metrics` (or the reason in `skipped`); returns what the protocol records."""
-    keys = ("probe_top1", "probe_top1_balanced")
-    record: dict[str, Any] = {"features": "mean over tokens of Z", "split": protocol.probe_split,
-                              "limit": protocol.probe_limit, "steps": protocol.probe_steps, "l2": protocol.probe_l2,
-                              "init": "zeros (deterministic: no seed needed)"}
-    if protocol.probe_limit == 0:
-        skipped.update(dict.fromkeys(keys, "probe_limit is 0"))
-        return record
-    try:
-        shards = expand_shards(str(data), split=protocol.probe_split)
-    except FileNotFoundError as e:
-        skipped.update(dict.fromkeys(keys, f"no probe training shards: {e}"))
-        return record
-    if set(shards) & set(eval_shards) or not Path(str(data)).expanduser().is_dir():
-        skipped.update(dict.fromkeys(keys, f"{data} has no {protocol.probe_split}-*.tar shards apart from the eval "
-                                           "shards: the probe never trains on what it is scored on"))
-        return record
-    reader = ShardReader(shards, image_size=square(tok.encoder.image_size, "encoder's input size"),
-                         batch_size=protocol.batch_size, limit=protocol.probe_limit)
-    feats, labels = [], []
-    for batch in reader:
-        feats.append(tok(batch["image"].to(device)).z.float().mean(dim=1).cpu())  # [B, D]
-        labels.append(batch["cls"].cpu())
-    train_x, train_y = (torch.cat(feats), torch.cat(labels)) if feats else (None, None)
-    keep_train = train_y >= 0 if train_y is not None else None
-    keep_val = val_labels >= 0
-    if train_y is None or keep_train.sum() < 2 or train_y[keep_train].unique().numel() < 2 or not keep_val.any():
-        skipped.update(dict.fromkeys(keys, "the probe needs labelled (.cls) samples of >= 2 classes in its train "
-                                           "shards and labelled eval samples"))
-        return record
-    num_classes = int(max(train_y.max(), val_labels.max())) + 1
-    probe = fit_probe(train_x[keep_train], train_y[keep_train], num_classes, l2=protocol.probe_l2,
-                      steps=protocol.probe_steps)
-    score = score_probe(probe, val_features[keep_val], val_labels[keep_val])
-    metrics["probe_top1"], metrics["probe_top1_balanced"] = score.top1, score.top1_balanced
-    record.update(train_count=int(keep_train.sum()), train_shards=[Path(s).name for s in shards],
-                  train_fingerprint=shards_fingerprint(shards), train_top1=probe.train_top1,
-                  objective=probe.loss, scored=score.count, classes=num_classes)
-    return record
-
-
 def caption_nll(cap: CaptionLoss, out: Any, batch: dict[str, Any], tok: Any) -> tuple[float, float]:
     """(mean NLL per caption token, caption tokens) of the whole batch: the loss's `max_samples` training-cost knob
     is lifted, so that every eval caption counts."""
@@ -286,34 +234,6 @@ def caption_nll(cap: CaptionLoss, out: Any, batch: dict[str, Any], tok: Any) -> 
     finally:
         cap.max_samples = kept
     return float(loss), float(logs["tokens"])
-
-
-def zero_shot(embed_texts: Callable[[list[str]], torch.Tensor], image: torch.Tensor, labels: torch.Tensor,
-              names: list[str] | None, protocol: Protocol, metrics: dict[str, Any], skipped: dict[str, str], *,
-              prefix: str = "", top5: bool = True) -> dict[str, Any]:
-    """Fills {prefix}zeroshot_top1/_balanced(/top5) in `metrics` (or reasons in `skipped`) from normalised image
-    embeddings [n, E] and a text classifier built with `embed_texts`; returns what the protocol records."""
-    keys = [f"{prefix}zeroshot_top1", f"{prefix}zeroshot_top1_balanced"] + ([f"{prefix}zeroshot_top5"] if top5 else [])
-    if names is None:
-        skipped.update(dict.fromkeys(keys, "no class names (meta.json 'classes' or --classes)"))
-        return {}
-    keep = (labels >= 0) & (labels < len(names))  # [n]
-    if labels.max() >= len(names):
-        raise ValueError(f"sample label {int(labels.max())} has no class name: {len(names)} names given")
-    if not keep.any():
-        skipped.update(dict.fromkeys(keys, "no eval sample has a class label (.cls)"))
-        return {"classes": names}
-    classifier = text_classifier(embed_texts, names, protocol.templates).cpu()  # [C, E]
-    scores = image[keep] @ classifier.T  # [m, C]
-    m = int(keep.sum())
-    metrics[f"{prefix}zeroshot_top1"] = 100.0 * topk_correct(scores, labels[keep], 1) / m
-    metrics[f"{prefix}zeroshot_top1_balanced"] = 100.0 * balanced_top1(scores, labels[keep])
-    if top5 and len(names) >= 5:
-        metrics[f"{prefix}zeroshot_top5"] = 100.0 * topk_correct(scores, labels[keep], 5) / m
-    elif top5:
-        skipped[f"{prefix}zeroshot_top5"] = f"only {len(names)} classes"
-    majority = 100.0 * float(torch.bincount(labels[keep]).max()) / m  # always guessing the commonest class
-    return {"classes": names, "labelled": m, "chance_top1": 100.0 / len(names), "majority_top1": majority}
 
 
 def finite_or_none(value: Any) -> Any:
