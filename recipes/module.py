@@ -1,14 +1,17 @@
 """`TokenizerModule`: trains a `Tokenizer` with a `LossSet` under Lightning.
 
 Only the tokenizer's projections, its decoder and the losses' own heads/adapters/scalars train; frozen parts have
-requires_grad=False and are skipped by the optimizer. Randomness inside a step (flow noise, timesteps, condition
-dropout) is re-seeded from (seed, global_step, rank) at every step, so a resumed run draws exactly what an
-uninterrupted one would. `compile: true` (or a dict of `torch.compile` arguments) compiles every repeated
-transformer block in place before training (recipes/compile.py); names and checkpoints stay the same.
+requires_grad=False and are skipped by the optimizer; norms, biases and scalars (any parameter under 2-D, e.g. the
+SigLIP logit scale and bias) get no weight decay. Randomness inside a micro-batch (flow noise, timesteps, condition
+dropout) is re-seeded from (seed, global_step, micro-batch within the step, rank), so the micro-batches of one
+optimizer step under gradient accumulation draw differently, and a resumed run (checkpoints fall on step boundaries)
+draws exactly what an uninterrupted one would. `compile: true` (or a dict of `torch.compile` arguments) compiles
+every repeated transformer block in place before training (recipes/compile.py); names and checkpoints stay the same.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any
 
@@ -20,6 +23,17 @@ from armkit.common.weights import local_path, sha256_file
 from armkit.recipes.compile import compile_blocks
 from armkit.tokenizer import Tokenizer, to_spec
 from armkit.tokenizer.losses import LossSet
+
+
+def lr_factor(step: int, *, warmup_steps: int, cosine_steps: int) -> float:
+    """The LR multiplier after `step` optimizer steps: linear warmup (step + 1) / warmup_steps over the first
+    warmup_steps steps, then a cosine from 1 down to 0.1 over cosine_steps steps, then 0.1 (no cosine_steps: 1)."""
+    if step < warmup_steps:
+        return (step + 1) / warmup_steps
+    if cosine_steps <= 0:
+        return 1.0
+    progress = min(1.0, (step - warmup_steps) / cosine_steps)
+    return 0.1 + 0.45 * (1 + math.cos(math.pi * progress))
 
 
 class TokenizerModule(L.LightningModule):
@@ -37,6 +51,7 @@ class TokenizerModule(L.LightningModule):
         self.compile_args = ({} if compile is True else dict(compile)) if compile else None
         self.compiled: list[str] = []
         self._recent: list[torch.Tensor] = []  # indices of the last `usage_window` steps
+        self._micro_step, self._micro = -1, 0  # the optimizer step the last micro-batch belonged to; its index in it
 
     def setup(self, stage: str) -> None:
         self.losses.set_distributed(self.global_rank, self.trainer.world_size)
@@ -48,7 +63,10 @@ class TokenizerModule(L.LightningModule):
 
     # -- training -------------------------------------------------------------------------------------------
     def on_train_batch_start(self, batch, batch_idx: int) -> None:
-        torch.manual_seed(hash((self.seed, self.global_step, self.global_rank)) % 2**63)
+        step = self.global_step  # counts optimizer steps: equal for every micro-batch of an accumulation window
+        self._micro = self._micro + 1 if step == self._micro_step else 0
+        self._micro_step = step
+        torch.manual_seed(hash((self.seed, step, self._micro, self.global_rank)) % 2**63)
 
     def _step(self, batch: dict, prefix: str) -> torch.Tensor:
         out = self.tokenizer(batch["image"])
@@ -76,19 +94,22 @@ class TokenizerModule(L.LightningModule):
         self.log("codes/distinct_window", float(used))
 
     # -- optimisation ---------------------------------------------------------------------------------------
+    def param_groups(self) -> list[dict[str, Any]]:
+        """AdamW groups: matrices (weight_decay) and everything under 2-D (norms, biases, the SigLIP scalars: no
+        decay), trainable parameters only; each group names its parameters ("names") for inspection."""
+        groups = {"decay": ([], []), "no_decay": ([], [])}
+        for name, p in self.named_parameters():
+            if p.requires_grad:
+                params, names = groups["decay" if p.ndim >= 2 else "no_decay"]
+                params.append(p)
+                names.append(name)
+        return [{"params": params, "names": names, "weight_decay": self.weight_decay if key == "decay" else 0.0}
+                for key, (params, names) in groups.items() if params]
+
     def configure_optimizers(self):
-        params = [p for p in self.parameters() if p.requires_grad]
-        opt = torch.optim.AdamW(params, lr=self.lr, betas=self.betas, weight_decay=self.weight_decay)
-
-        def factor(step: int) -> float:  # linear warmup, then cosine decay to 10% over cosine_steps (or constant)
-            if step < self.warmup_steps:
-                return (step + 1) / self.warmup_steps
-            if self.cosine_steps <= 0:
-                return 1.0
-            progress = min(1.0, (step - self.warmup_steps) / self.cosine_steps)
-            return 0.1 + 0.45 * (1 + math.cos(math.pi * progress))
-
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
+        opt = torch.optim.AdamW(self.param_groups(), lr=self.lr, betas=self.betas)
+        sched = torch.optim.lr_scheduler.LambdaLR(
+            opt, functools.partial(lr_factor, warmup_steps=self.warmup_steps, cosine_steps=self.cosine_steps))
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
     # -- checkpoints: specs as plain JSON (export needs no pickled objects); frozen file-backed parts left out -

@@ -141,7 +141,7 @@ def test_zero_shot_on_hand_made_embeddings_ignores_unlabelled_samples():
     image = torch.tensor([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4], [0.1, 0.9]])
     labels = torch.tensor([0, 1, 1, -1])  # the third is misclassified, the fourth has no label
     metrics, skipped = {}, {}
-    record = zero_shot(Heads(), image, labels, ["red", "green"], Protocol(), metrics, skipped)
+    record = zero_shot(Heads().text_embedding, image, labels, ["red", "green"], Protocol(), metrics, skipped)
     assert metrics["zeroshot_top1"] == pytest.approx(100 * 2 / 3)
     assert metrics["zeroshot_top1_balanced"] == pytest.approx(100 * (1 + 1 / 2) / 2)  # red 1/1, green 1/2
     assert record["labelled"] == 3 and record["chance_top1"] == 50.0

@@ -20,6 +20,7 @@ TINY = Path(__file__).resolve().parents[1] / "recipes" / "tokenizer" / "tiny.yam
 CLASSES = ["red", "green", "blue", "yellow"]  # the shapes' labels (conftest.make_shapes_folder)
 PROTOCOL = {"limit": 8, "batch_size": 4, "steps": 2, "seed": 0}
 ALL_KEYS = {"psnr", "ssim", "lpips", "rfid", "zeroshot_top1", "zeroshot_top1_balanced", "zeroshot_top5",
+            "teacher_zeroshot_top1", "teacher_zeroshot_top1_balanced", "probe_top1", "probe_top1_balanced",
             "retrieval_i2t_r1", "retrieval_t2i_r1",
             "caption_nll", "feature_cosine", "codebook_usage", "code_perplexity", "code_perplexity_normalised",
             "codebook_size", "tokens_counted", "tokens_per_image", "bits_per_token", "bits_per_image"}
@@ -78,7 +79,7 @@ def test_ablate_writes_table_plot_and_one_metrics_json_per_run(ablation):
     assert table["paper"]["all"]["zeroshot_top1"] == 80.2 and table["paper"]["cap+pix"]["psnr"] == 15.2
     md = (out / "table.md").read_text()
     assert "| cap+pix | caption + pixel |" in md and "| all | caption + distill + pixel + sigmoid |" in md
-    assert "paper zero-shot" in md and "80.2" in md and "pairs in the paper's order" in md
+    assert "paper zero-shot" in md and "80.2" in md and "## The paper's claims" in md
     assert (out / "plot.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
@@ -106,9 +107,11 @@ def test_eval_twice_gives_identical_numbers_and_pins_the_protocol(ablation):
     assert first["metrics"] == second["metrics"]
     assert {**first["protocol"], "command": None} == {**second["protocol"], "command": None}
     assert set(first["metrics"]) == ALL_KEYS
-    for key in ALL_KEYS - {"lpips", "rfid", "zeroshot_top5"}:  # lpips, rfid: no weights here; top-5: 4 classes
+    # lpips, rfid: no weights here; top-5: 4 classes; teacher zero-shot: a timm ViT has no pooling head
+    not_here = {"lpips", "rfid", "zeroshot_top5", "teacher_zeroshot_top1", "teacher_zeroshot_top1_balanced"}
+    for key in ALL_KEYS - not_here:
         assert first["metrics"][key] is not None, key
-    assert {"lpips", "rfid", "zeroshot_top5"} <= set(first["skipped"])
+    assert not_here <= set(first["skipped"])
     assert set(first["definitions"]) >= ALL_KEYS - {"codebook_size", "tokens_counted"}
     protocol = first["protocol"]
     assert protocol["data"]["count"] == PROTOCOL["limit"] and protocol["seed"] == 0

@@ -39,13 +39,26 @@ def test_several_codebooks_give_indices_per_group():
     assert torch.allclose(q.indices_to_codes(indices), codes)
 
 
-def test_fp32_under_bf16_autocast():
-    q = FSQQuantizer(levels=[8, 8, 8, 5, 5, 5])
-    z = torch.randn(2, 5, 6)
+@pytest.mark.parametrize("bound", ["tanh", "ifsq"])
+def test_fsq_runs_in_fp32_with_autocast_off_under_bf16_autocast(bound, monkeypatch):
+    """Spies on the FSQ step itself: under CPU bf16 autocast, with a bf16 input (what a bf16 projection gives), it
+    must see fp32 with autocast off for this device (vector-quantize-pytorch switches off CUDA autocast only)."""
+    q = FSQQuantizer(levels=[8, 8, 8, 5, 5, 5], bound=bound)
+    seen, quantize = [], q.fsq.quantize
+
+    def spy(z):
+        seen.append((z.dtype, torch.is_autocast_enabled("cpu")))
+        return quantize(z)
+
+    monkeypatch.setattr(q.fsq, "quantize", spy)
+    z = torch.randn(4, 64, 6).bfloat16()
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        _, idx_autocast = q(z.bfloat16().float())
-    _, idx = q(z.bfloat16().float())
-    assert torch.equal(idx, idx_autocast)
+        codes, idx = q(z)
+    assert seen == [(torch.float32, False)]
+    assert codes.dtype == torch.bfloat16  # cast back to the input's dtype
+    x = z.double() * (0.8 if bound == "ifsq" else 1.0)  # the reference quantizes in float64
+    ref = FSQ(levels=[8, 8, 8, 5, 5, 5], allowed_dtypes=(torch.float64,))
+    assert torch.equal(idx, ref(x)[1].long())
 
 
 @pytest.mark.parametrize("bad, match", [

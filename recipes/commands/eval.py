@@ -3,10 +3,12 @@
     armkit eval --tokenizer runs/demo/checkpoints/last.ckpt --data data/emoji --limit 256 --out metrics.json
     armkit eval --tokenizer exported/ --data data/fmnist --protocol my-protocol.yaml --out metrics.json
 
-Metrics: PSNR, SSIM (LPIPS, rFID with --lpips-weights / --fid-weights local files), zero-shot top-1/top-5, retrieval
-R@1, caption NLL, codebook usage and perplexity, tokens per image, bits per token. metrics.json holds each metric's
-definition and the protocol (data files and their sha256, count, seed, sampler, templates, versions, git commit).
-Settings come from --protocol (YAML: split, limit, batch_size, seed, sampler, steps, guidance, templates, lpips_net),
+Metrics: PSNR, SSIM (LPIPS, rFID with --lpips-weights / --fid-weights local files), zero-shot top-1/top-5 (through
+a trained sigmoid head, and through the teacher's own pooling head where it has one), a linear probe on pooled Z
+(fitted on the train split), retrieval R@1, caption NLL, codebook usage and perplexity, tokens per image, bits per
+token. metrics.json holds each metric's definition and the protocol (data files and their sha256, count, seed,
+sampler, templates, versions, git commit). Settings come from --protocol (YAML: split, limit, batch_size, seed,
+sampler, steps, guidance, templates, lpips_net, probe_split, probe_limit, probe_steps, probe_l2),
 then from the flags given. Never imports lightning; never downloads anything.
 """
 
@@ -23,6 +25,7 @@ from armkit.recipes.evaluation.protocol import Protocol, ProtocolError
 
 DEFAULTS = Protocol()
 SHOWN = ("psnr", "ssim", "lpips", "rfid", "zeroshot_top1", "zeroshot_top1_balanced", "zeroshot_top5",
+         "teacher_zeroshot_top1", "teacher_zeroshot_top1_balanced", "probe_top1", "probe_top1_balanced",
          "retrieval_i2t_r1", "retrieval_t2i_r1",
          "caption_nll", "feature_cosine", "codebook_usage", "code_perplexity", "code_perplexity_normalised",
          "tokens_per_image", "bits_per_token")

@@ -4,10 +4,12 @@
     provenance.py      package versions, git commit, sha256 of data files
     load.py            a checkpoint or an export folder -> tokenizer + loss heads (no lightning)
     metrics.py         codebook usage / perplexity, top-k accuracy, retrieval R@1
-    zeroshot.py        the text classifier from class names and templates; class names from meta.json
+    zeroshot.py        the text classifier from class names and templates; zero-shot scores; class names
+    probe.py           the linear probe on pooled Z: fit on the train split, score on eval (no loss head)
     reconstruction.py  PSNR, SSIM, LPIPS, rFID through torchmetrics (LPIPS / rFID from local weights only)
     evaluate.py        one pass over the shards -> metrics.json
     ablation.py        the ablation config and its runs (train, evaluate, skip finished ones)
-    table.py           mean +- std over seeds -> table.json, table.md (beside the paper's Table 7)
-    plot.py            the PNG of the main metrics per variant
+    stats.py           mean / sample std, paired differences with 95% t intervals, verdicts
+    table.py           the ablation's table.json and table.md (beside the paper's Table 7, with claims and verdicts)
+    plot.py            the PNG of the main metrics per variant, with 95% intervals and paired differences
 """

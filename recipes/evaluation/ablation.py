@@ -1,10 +1,15 @@
-"""The loss ablation: train each variant (a set of enabled losses) for each seed, evaluate it, skip what is finished.
+"""The loss ablation: train each variant (a named set of losses and weights) for each seed, evaluate it, skip what is
+finished.
 
 The config is plain YAML (not LightningCLI); see recipes/tokenizer/ablation.yaml:
 
     base: recipes/tokenizer/demo.yaml       # the `armkit train` recipe every run starts from
     data: {train: data/emoji, val: data/emoji}   # optional: overrides the recipe's data.train / data.val
-    variants: {cap+pix: [caption, pixel], all: [caption, pixel, sigmoid, distill], ...}  # names in model.losses
+    variants:                               # loss names are those under the recipe's model.losses.losses
+      cap+pix: [caption, pixel]             # a list: these losses on, at the recipe's weights; the others off
+      pix=10: {caption: null, pixel: 10, sigmoid: null, distill: null}   # a mapping: loss -> weight (null: recipe's)
+    reference: all                          # the row every other is compared with, paired by seed (default: the
+                                            # variant with every loss at the recipe's weights, else the first)
     seeds: [0, 1, 2]                        # seed_everything, model.seed and data.seed of each run
     train: {max_steps: 300, minutes: null, args: [...]}   # budget per run; extra `armkit train` arguments
     eval: {data: null, classes: null, device: cpu, protocol: {limit: 256, steps: 10, ...}}
@@ -32,7 +37,7 @@ import yaml
 from armkit.recipes.evaluation.protocol import Protocol
 
 LOSS_KINDS = {"CaptionLoss": "caption", "PixelLoss": "pixel", "SigmoidLoss": "sigmoid", "DistillLoss": "distill"}
-KEYS = {"base", "data", "variants", "seeds", "train", "eval", "keep_checkpoints"}
+KEYS = {"base", "data", "variants", "reference", "seeds", "train", "eval", "keep_checkpoints"}
 RUN = "{RUN}"  # stands for the run folder in the recorded settings, so a moved OUT still matches
 
 
@@ -45,8 +50,10 @@ class AblationConfig:
     path: Path
     base: Path
     loss_kinds: dict[str, str]  # loss name in the base recipe -> caption | pixel | sigmoid | distill (or its name)
-    variants: dict[str, list[str]]
+    variants: dict[str, list[str]]  # variant -> the losses it enables
     seeds: list[int]
+    weights: dict[str, dict[str, float]] = field(default_factory=dict)  # variant -> {loss: weight} set by the config
+    reference: str | None = None
     data: dict[str, str | None] = field(default_factory=dict)
     max_steps: int | None = None
     minutes: float | None = None
@@ -59,6 +66,38 @@ class AblationConfig:
 
     def kinds(self, variant: str) -> list[str]:
         return sorted(self.loss_kinds[name] for name in self.variants[variant])
+
+    def describe(self, variant: str) -> str:
+        """"caption + pixel" or, with weights set by the config, "caption + 10 pixel"."""
+        weights = self.weights.get(variant, {})
+        return " + ".join(f"{weights[n]:g} {self.loss_kinds[n]}" if n in weights else self.loss_kinds[n]
+                          for n in sorted(self.variants[variant], key=lambda n: self.loss_kinds[n]))
+
+
+def parse_variant(path: Path, name: str, spec: Any, loss_kinds: dict[str, str], base: Path) -> tuple[list[str],
+                                                                                                   dict[str, float]]:
+    """(losses, {loss: weight}) of one `variants` entry: a list of loss names, or a mapping loss -> weight|null."""
+    if not re.fullmatch(r"[A-Za-z0-9+_.=-]+", str(name)):
+        raise AblationError(f"{path}: variant name {name!r} may hold only letters, digits and + _ . = -")
+    if isinstance(spec, list) and spec:
+        losses, weights = [str(loss) for loss in spec], {}
+    elif isinstance(spec, dict) and spec:
+        losses, weights = [str(loss) for loss in spec], {}
+        for loss, weight in spec.items():
+            if weight is None:
+                continue
+            if isinstance(weight, bool) or not isinstance(weight, (int, float)) or weight < 0:
+                raise AblationError(f"{path}: variants.{name}.{loss} must be a weight >= 0 or null (the recipe's), "
+                                    f"got {weight!r}")
+            weights[str(loss)] = float(weight)
+    else:
+        raise AblationError(f"{path}: variants.{name} must be a non-empty list of loss names or a mapping loss -> "
+                            "weight (null: the recipe's weight)")
+    bad = sorted(set(losses) - set(loss_kinds))
+    if bad:
+        raise AblationError(f"{path}: variants.{name} names loss(es) {bad} that {base} does not have; it has "
+                            f"{sorted(loss_kinds)}")
+    return losses, weights
 
 
 def find_base(value: Any, config_path: Path) -> Path:
@@ -92,8 +131,9 @@ def recipe_losses(base: Path) -> tuple[dict[str, str], dict[str, Any]]:
 
 def load_config(path: str | Path, *, seeds: list[int] | None = None, variants: list[str] | None = None,
                 max_steps: int | None = None, minutes: float | None = None, limit: int | None = None,
-                steps: int | None = None) -> AblationConfig:
-    """Parse and check the ablation YAML; the keyword arguments (command-line flags) win over it."""
+                steps: int | None = None, data: str | Path | None = None) -> AblationConfig:
+    """Parse and check the ablation YAML; the keyword arguments (command-line flags) win over it. `data`: one shard
+    folder for training, validation and evaluation (`armkit ablate --data`)."""
     path = Path(path)
     if not path.is_file():
         raise AblationError(f"ablation config {path} not found")
@@ -108,31 +148,30 @@ def load_config(path: str | Path, *, seeds: list[int] | None = None, variants: l
 
     all_variants = raw.get("variants") or {}
     if not isinstance(all_variants, dict) or not all_variants:
-        raise AblationError(f"{path}: 'variants' must map a name to the list of losses it enables")
-    chosen = {}
-    for name, losses in all_variants.items():
-        if not re.fullmatch(r"[A-Za-z0-9+_.-]+", str(name)):
-            raise AblationError(f"{path}: variant name {name!r} may hold only letters, digits and + _ . -")
-        if not isinstance(losses, list) or not losses:
-            raise AblationError(f"{path}: variants.{name} must be a non-empty list of loss names")
-        bad = sorted(set(map(str, losses)) - set(loss_kinds))
-        if bad:
-            raise AblationError(f"{path}: variants.{name} names loss(es) {bad} that {base} does not have; it has "
-                                f"{sorted(loss_kinds)}")
-        chosen[str(name)] = [str(loss) for loss in losses]
+        raise AblationError(f"{path}: 'variants' must map a name to the losses (and weights) it trains")
+    chosen, weights = {}, {}
+    for name, spec in all_variants.items():
+        chosen[str(name)], weights[str(name)] = parse_variant(path, str(name), spec, loss_kinds, base)
     if variants:
         missing = sorted(set(variants) - set(chosen))
         if missing:
             raise AblationError(f"--variants {missing} not in {path} (it has {sorted(chosen)})")
         chosen = {name: chosen[name] for name in variants}
+    reference = raw.get("reference")
+    if reference is not None and str(reference) not in all_variants:
+        raise AblationError(f"{path}: reference {reference!r} is not one of the variants {sorted(all_variants)}")
+    if reference is None or str(reference) not in chosen:
+        full = [v for v in chosen if set(chosen[v]) == set(loss_kinds) and not weights[v]]
+        reference = full[0] if full else next(iter(chosen))
 
     seeds = list(seeds if seeds is not None else raw.get("seeds") or [0])
     if not all(isinstance(s, int) for s in seeds) or len(set(seeds)) != len(seeds):
         raise AblationError(f"{path}: seeds must be distinct integers, got {seeds}")
     train = raw.get("train") or {}
-    data = raw.get("data") or {}
+    given_data = raw.get("data") or {}
     evaluation = raw.get("eval") or {}
-    for key, block, known in (("train", train, {"max_steps", "minutes", "args"}), ("data", data, {"train", "val"}),
+    for key, block, known in (("train", train, {"max_steps", "minutes", "args"}),
+                              ("data", given_data, {"train", "val"}),
                               ("eval", evaluation, {"data", "classes", "device", "protocol"})):
         extra = sorted(set(block) - known) if isinstance(block, dict) else ["(not a mapping)"]
         if extra:
@@ -141,6 +180,9 @@ def load_config(path: str | Path, *, seeds: list[int] | None = None, variants: l
     minutes = minutes if minutes is not None else train.get("minutes")
     if max_steps is None and minutes is None:
         raise AblationError(f"{path}: give train.max_steps or train.minutes (the recipe's stream never ends)")
+    if data is not None:  # --data: one shard folder for everything
+        given_data, evaluation = {"train": str(data), "val": str(data)}, {**evaluation, "data": str(data)}
+    data = given_data
     eval_data = evaluation.get("data") or data.get("val") or recipe_data.get("val") or data.get("train") \
         or recipe_data.get("train")
     if not eval_data:
@@ -148,6 +190,7 @@ def load_config(path: str | Path, *, seeds: list[int] | None = None, variants: l
     protocol = Protocol.from_mapping(evaluation.get("protocol"), where=f"{path}: eval.protocol")
     protocol = protocol.replace(limit=limit, steps=steps)
     return AblationConfig(path=path, base=base, loss_kinds=loss_kinds, variants=chosen, seeds=seeds, data=data,
+                          weights={v: weights[v] for v in chosen}, reference=str(reference),
                           max_steps=max_steps, minutes=minutes, train_args=[str(a) for a in train.get("args") or []],
                           eval_data=str(eval_data), classes=evaluation.get("classes"),
                           device=str(evaluation.get("device") or "cpu"), protocol=protocol,
@@ -171,6 +214,8 @@ def train_argv(cfg: AblationConfig, variant: str, seed: int) -> list[str]:
     for name in cfg.loss_kinds:
         on = "true" if name in cfg.variants[variant] else "false"
         argv.append(f"--model.losses.losses.{name}.init_args.enabled={on}")
+    for name, weight in cfg.weights.get(variant, {}).items():
+        argv.append(f"--model.losses.losses.{name}.init_args.weight={weight:g}")
     if cfg.max_steps is not None:
         argv.append(f"--trainer.max_steps={int(cfg.max_steps)}")
     elif cfg.minutes is not None:
@@ -241,6 +286,7 @@ def evaluate_run(cfg: AblationConfig, root: Path, info: dict[str, Any]) -> dict[
                       command=f"armkit ablate --config {cfg.path} (run {info['variant']} seed {info['seed']})")
     report["run"] = {k: info[k] for k in ("variant", "seed", "train_seconds", "resumed")}
     report["run"].update(losses=cfg.variants[info["variant"]], kinds=cfg.kinds(info["variant"]),
+                         weights=cfg.weights.get(info["variant"], {}),
                          global_step=loaded.source.get("global_step"))
     save_report(report, root / "metrics.json")
     return report

@@ -13,10 +13,11 @@ DEFAULT_TEMPLATES = ("a photo of a {}.", "an emoji of {}.", "{}")
 SAMPLERS = ("euler", "heun")
 LPIPS_NETS = ("alex", "vgg", "squeeze")
 
-RESIZE = ("each image is decoded to RGB (alpha composited on white), its shorter side resized to S with PIL's "
-          "antialiased bicubic filter, then centre-cropped to S x S, S = the decoder's image size (the encoder's "
-          "input size when there is no decoder); pixels in [0, 1]. The encoder resizes further itself (bicubic, "
-          "antialiased) if its input size differs. Reconstructions are compared at S x S.")
+RESIZE = ("each image is decoded to RGB (alpha composited on white), its shorter side resized to E with PIL's "
+          "antialiased bicubic filter, then centre-cropped to E x E, E = the encoder's input size: the encoder sees "
+          "what training feeds it (the recipes read training data at E too); pixels in [0, 1]. For the pixel "
+          "metrics only, that image is resized to S x S, S = the decoder's image size, exactly as the pixel loss "
+          "does in training (torch bicubic, antialiased, clamped to [0, 1]); reconstructions are compared at S x S.")
 
 DEFINITIONS = {
     "psnr": "mean over images of 10*log10(1 / MSE(x, x_hat)) in dB, x the image at S x S, x_hat = "
@@ -28,14 +29,26 @@ DEFINITIONS = {
              "linear layers on a torchvision backbone loaded from the given local file, inputs in [0, 1])",
     "rfid": "FID (torchmetrics FrechetInceptionDistance, 2048-d Inception pool features from the given local weights) "
             "between the eval images and their reconstructions; biased upwards for small sets, compare at equal count",
-    "zeroshot_top1": "% of labelled eval images whose own class scores highest. Class classifier: the text tower's "
-                     "L2-normalised embeddings of every template filled with the class name, averaged over templates "
-                     "and renormalised; image: the sigmoid head's normalised embedding of pooled Z "
-                     "(SigmoidLoss.image_embedding); score = cosine (the learned scale and bias do not change ranks)",
+    "zeroshot_top1": "% of labelled eval images whose own class scores highest, through the sigmoid loss's own "
+                     "trained head; only when that loss trained (else null: its head would be at random init and at "
+                     "chance by construction). Class classifier: the text tower's L2-normalised embeddings of every "
+                     "template filled with the class name, averaged over templates and renormalised; image: the "
+                     "sigmoid head's normalised embedding of pooled Z (SigmoidLoss.image_embedding); score = cosine "
+                     "(the learned scale and bias do not change ranks)",
     "zeroshot_top1_balanced": "as zeroshot_top1, averaged per class (mean over the classes present of the share of "
                               "their images classified right): always guessing one class gives 100 / classes, "
                               "however unbalanced the eval set (emoji categories are)",
     "zeroshot_top5": "as zeroshot_top1, correct when the own class is among the 5 highest (only with >= 5 classes)",
+    "teacher_zeroshot_top1": "zero-shot as zeroshot_top1 but head-independent: Z through the frozen teacher's own "
+                             "pooling head (encoder.pool_tokens, e.g. SigLIP2's attention pool), L2-normalised, "
+                             "against the same text classifier from the frozen text tower (no trained head); only "
+                             "when the teacher has a pooling head whose width matches the text tower",
+    "teacher_zeroshot_top1_balanced": "teacher_zeroshot_top1 averaged per class",
+    "probe_top1": "linear probe (recipes/evaluation/probe.py): multinomial logistic regression on the mean over "
+                  "tokens of Z, standardised with the train statistics, fitted from zero by full-batch L-BFGS "
+                  "(probe_steps iterations, L2 probe_l2) on the first probe_limit labelled samples of the "
+                  "probe_split shards, scored as % top-1 on the labelled eval samples; uses no loss head",
+    "probe_top1_balanced": "probe_top1 averaged per class (mean per-class recall)",
     "retrieval_i2t_r1": "% of eval images whose highest-scoring text, among the texts of all eval images "
                         "(batch[text_key] of the sigmoid loss), is its own; a text identical to its own counts as "
                         "correct, since several images can share one text",
@@ -53,9 +66,9 @@ DEFINITIONS = {
     "tokens_per_image": "token positions per image (the encoder's grid)",
     "bits_per_token": "num_codebooks * sum(log2(levels)): the information one token position can carry",
     "bits_per_image": "tokens_per_image * bits_per_token",
-    "heads": "zero-shot, retrieval and caption metrics use the trained loss heads; a head whose loss was disabled in "
-             "training is untrained (random init) and its numbers are at chance level, as the paper's 0.2% zero-shot "
-             "for caption + pixel",
+    "heads": "zeroshot_*, retrieval and caption metrics use the loss heads, and only heads whose loss trained: a "
+             "disabled loss's head is at random init, so those metrics are null with the reason in 'skipped'. "
+             "teacher_zeroshot_* and probe_* use no trained head and are comparable across every variant",
 }
 
 
@@ -68,7 +81,9 @@ class Protocol:
     """The evaluation settings. split: which shards of a folder (its `{split}-*.tar`). limit: at most this many samples
     read (in shard order; None: all). seed: the decoder's noise generator (and torch's global seed). sampler / steps /
     guidance: the decoder's ODE sampler. templates: zero-shot prompts, each with one "{}" for the class name.
-    lpips_net: torchvision backbone of LPIPS."""
+    lpips_net: torchvision backbone of LPIPS. probe_*: the linear probe's training shards (a folder's
+    `{probe_split}-*.tar`), how many of their samples it reads (null: all; 0: no probe), its L-BFGS iterations and
+    its L2 weight."""
 
     split: str = "val"
     limit: int | None = None
@@ -79,6 +94,10 @@ class Protocol:
     guidance: float = 1.0
     templates: tuple[str, ...] = DEFAULT_TEMPLATES
     lpips_net: str = "alex"
+    probe_split: str = "train"
+    probe_limit: int | None = 1000
+    probe_steps: int = 100
+    probe_l2: float = 1e-3
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "templates", tuple(str(t) for t in self.templates))
@@ -92,6 +111,12 @@ class Protocol:
             raise ProtocolError(f"sampler must be one of {SAMPLERS}, got {self.sampler!r}")
         if self.lpips_net not in LPIPS_NETS:
             raise ProtocolError(f"lpips_net must be one of {LPIPS_NETS}, got {self.lpips_net!r}")
+        if self.probe_limit is not None and int(self.probe_limit) < 0:
+            raise ProtocolError(f"probe_limit must be >= 0 (0: no probe; null: all samples), got {self.probe_limit}")
+        if int(self.probe_steps) < 1:
+            raise ProtocolError(f"probe_steps must be >= 1, got {self.probe_steps}")
+        if float(self.probe_l2) < 0:
+            raise ProtocolError(f"probe_l2 must be >= 0, got {self.probe_l2}")
         if not self.templates:
             raise ProtocolError("templates must hold at least one prompt, e.g. 'a photo of a {}.'")
         for t in self.templates:

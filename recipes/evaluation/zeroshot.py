@@ -1,7 +1,8 @@
-"""Zero-shot classification through the sigmoid loss's heads: a text classifier from class names and templates.
+"""Zero-shot classification: a text classifier from class names and templates, scored against image embeddings.
 
     classes x templates --text tower--> [T, C, E] --L2, mean over T, L2--> classifier [C, E]
-    images --tokenizer--> Z --SigmoidLoss.image_embedding--> [B, E];  scores = image @ classifier.T  [B, C]
+    images --tokenizer--> Z --SigmoidLoss.image_embedding (trained head) or the teacher's pool_tokens--> [B, E]
+    scores = image @ classifier.T  [B, C]
 """
 
 from __future__ import annotations
@@ -9,9 +10,13 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as nnf
+
+from armkit.recipes.evaluation.metrics import balanced_top1, topk_correct
+from armkit.recipes.evaluation.protocol import Protocol
 
 
 def text_classifier(embed_texts: Callable[[list[str]], torch.Tensor], classes: list[str],
@@ -53,3 +58,31 @@ def class_names(meta: dict | None, override: list[str] | None = None) -> tuple[l
     if isinstance(classes, list) and classes and all(isinstance(c, str) for c in classes):
         return list(classes), "meta.json"
     return None, "no class names: the shards have no meta.json with 'classes' and none were given (--classes)"
+
+
+def zero_shot(embed_texts: Callable[[list[str]], torch.Tensor], image: torch.Tensor, labels: torch.Tensor,
+              names: list[str] | None, protocol: Protocol, metrics: dict[str, Any], skipped: dict[str, str], *,
+              prefix: str = "", top5: bool = True) -> dict[str, Any]:
+    """Fills {prefix}zeroshot_top1/_balanced(/top5) in `metrics` (or reasons in `skipped`) from normalised image
+    embeddings [n, E] and a text classifier built with `embed_texts`; returns what the protocol records."""
+    keys = [f"{prefix}zeroshot_top1", f"{prefix}zeroshot_top1_balanced"] + ([f"{prefix}zeroshot_top5"] if top5 else [])
+    if names is None:
+        skipped.update(dict.fromkeys(keys, "no class names (meta.json 'classes' or --classes)"))
+        return {}
+    keep = (labels >= 0) & (labels < len(names))  # [n]
+    if labels.max() >= len(names):
+        raise ValueError(f"sample label {int(labels.max())} has no class name: {len(names)} names given")
+    if not keep.any():
+        skipped.update(dict.fromkeys(keys, "no eval sample has a class label (.cls)"))
+        return {"classes": names}
+    classifier = text_classifier(embed_texts, names, protocol.templates).cpu()  # [C, E]
+    scores = image[keep] @ classifier.T  # [m, C]
+    m = int(keep.sum())
+    metrics[f"{prefix}zeroshot_top1"] = 100.0 * topk_correct(scores, labels[keep], 1) / m
+    metrics[f"{prefix}zeroshot_top1_balanced"] = 100.0 * balanced_top1(scores, labels[keep])
+    if top5 and len(names) >= 5:
+        metrics[f"{prefix}zeroshot_top5"] = 100.0 * topk_correct(scores, labels[keep], 5) / m
+    elif top5:
+        skipped[f"{prefix}zeroshot_top5"] = f"only {len(names)} classes"
+    majority = 100.0 * float(torch.bincount(labels[keep]).max()) / m  # always guessing the commonest class
+    return {"classes": names, "labelled": m, "chance_top1": 100.0 / len(names), "majority_top1": majority}
