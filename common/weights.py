@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
-from safetensors.torch import load_file
+if TYPE_CHECKING:
+    import torch
 
 
 def load_state_dict_file(path: Path | str) -> dict[str, torch.Tensor]:
     """A state dict from a `.safetensors` file, or from a torch file loaded with weights_only=True."""
+    import torch  # here, not at the top: hashing and path helpers below must not cost a torch import
+    from safetensors.torch import load_file
+
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"weights file not found: {path}")

@@ -1,28 +1,18 @@
 """Data: sources -> WebDataset shards (`armkit data`), the one shard reader, and the Lightning data module.
 
-Importing this package does not import lightning; `ShardDataModule`, `ShardLoader` and `ResumableLoader` load
+Importing this package imports nothing heavy; `ShardDataModule`, `ShardLoader` and `ResumableLoader` load
 `recipes.data.module` (and lightning) on first use.
 """
 
-from armkit.recipes.data.fetch import FetchError, apt_deb, cache_dir, extract_deb, npm_tarball, pip_download
-from armkit.recipes.data.reader import (
-    BadSample,
-    ShardReader,
-    SkippedSampleWarning,
-    TrainStream,
-    collate,
-    decode_sample,
-    expand_shards,
-    image_tensor,
-    load_image,
-    resize_crop,
-    to_rgb,
-)
-from armkit.recipes.data.sources import Sample, SourceData
-from armkit.recipes.data.writer import write_dataset
-
-_LIGHTNING = ("ShardDataModule", "ShardLoader", "ResumableLoader")
-
+# Every name loads its module on first use, so `armkit data --help` and the fetch helpers do not import torch.
+_WHERE = {
+    **dict.fromkeys(("FetchError", "apt_deb", "cache_dir", "extract_deb", "npm_tarball", "pip_download"), "fetch"),
+    **dict.fromkeys(("BadSample", "ShardReader", "SkippedSampleWarning", "TrainStream", "collate", "decode_sample",
+                     "expand_shards", "image_tensor", "load_image", "resize_crop", "to_rgb"), "reader"),
+    **dict.fromkeys(("Sample", "SourceData"), "sources"),
+    "write_dataset": "writer",
+    **dict.fromkeys(("ShardDataModule", "ShardLoader", "ResumableLoader"), "module"),  # these import lightning
+}
 __all__ = [
     "BadSample", "FetchError", "ResumableLoader", "Sample", "ShardDataModule", "ShardLoader", "ShardReader",
     "SkippedSampleWarning", "SourceData", "TrainStream", "apt_deb", "cache_dir", "collate", "decode_sample",
@@ -32,8 +22,8 @@ __all__ = [
 
 
 def __getattr__(name: str):
-    if name in _LIGHTNING:
-        from armkit.recipes.data import module
+    if name in _WHERE:
+        import importlib
 
-        return getattr(module, name)
+        return getattr(importlib.import_module(f"armkit.recipes.data.{_WHERE[name]}"), name)
     raise AttributeError(f"module 'armkit.recipes.data' has no attribute {name!r}")
