@@ -11,6 +11,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+from lightning.pytorch.callbacks import ProgressBar
 from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
@@ -18,6 +19,7 @@ from armkit.common.cache import AssetError
 from armkit.common.weights import local_path
 from armkit.recipes.data import ShardDataModule
 from armkit.recipes.module import TokenizerModule
+from armkit.recipes.progress import StepProgressBar
 
 WEIGHT_KEYS = ("weights", "path", "vae_path")
 
@@ -65,7 +67,8 @@ def preflight(config: Any) -> None:
 
 class ArmkitCLI(LightningCLI):
     """LightningCLI with armkit's defaults: everything a run writes lives under `trainer.default_root_dir`
-    (CSV + TensorBoard logs unless `trainer.logger` names others, checkpoints in `checkpoints/`)."""
+    (CSV + TensorBoard logs unless `trainer.logger` names others, checkpoints in `checkpoints/`); the progress bar
+    counts steps out of max_steps (`StepProgressBar`) unless the recipe names another or turns it off."""
 
     def before_instantiate_classes(self) -> None:
         preflight(self.config[self.subcommand] if self.subcommand else self.config)
@@ -74,6 +77,9 @@ class ArmkitCLI(LightningCLI):
         root = config.get("default_root_dir") or "runs"
         if config.get("logger") in (None, True):
             config["logger"] = [CSVLogger(root, name="csv"), TensorBoardLogger(root, name="tb")]  # version_N each
+        named = [*(config.get("callbacks") or []), *callbacks]
+        if config.get("enable_progress_bar") is not False and not any(isinstance(c, ProgressBar) for c in named):
+            callbacks = [*callbacks, StepProgressBar()]
         trainer = super()._instantiate_trainer(config, callbacks)
         for cb in trainer.checkpoint_callbacks:  # resolved now, so that `--ckpt_path last` can find it
             if getattr(cb, "dirpath", None) is None:
@@ -81,16 +87,22 @@ class ArmkitCLI(LightningCLI):
         return trainer
 
 
-def main(argv: list[str] | None = None) -> int:
+def fit(argv: list[str]) -> ArmkitCLI:
+    """Run LightningCLI on `argv` and return it (its `.trainer` holds this run's checkpoint and log paths).
+    Raises ConfigCheckError (exit code 2) before building anything when preflight finds a bad config."""
     # Frozen teachers are in eval mode on purpose; `args=` is how armkit hands LightningCLI its arguments.
     warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
     warnings.filterwarnings("ignore", message=r"LightningCLI's args parameter")
     argv = list(argv or [])
     if not argv or argv[0] not in ("fit", "validate"):
         argv = ["fit", *argv]
+    return ArmkitCLI(TokenizerModule, ShardDataModule, args=argv, save_config_kwargs={"overwrite": True},
+                     auto_configure_optimizers=False)
+
+
+def main(argv: list[str] | None = None) -> int:
     try:
-        ArmkitCLI(TokenizerModule, ShardDataModule, args=argv, save_config_kwargs={"overwrite": True},
-                  auto_configure_optimizers=False)
+        fit(list(argv or []))
     except ConfigCheckError as e:
         print(e.code)
         return 2
