@@ -61,3 +61,18 @@ def test_progress_bar_counts_steps_out_of_max_steps(tiny_shards, tmp_path):
     text = done.stdout.replace("\r", "\n")
     assert re.search(r"^train: 100%\|.*\| 13/13 \[", text, re.M), text[-2000:]
     assert not re.search(r"/-\d|Epoch 0/", text)
+
+
+def test_grid_is_upscaled_with_nearest_neighbour_and_summary_is_written(tiny_shards, tmp_path):
+    from PIL import Image
+
+    done = demo(tiny_shards, tmp_path / "demo", 6)
+    grid = Path(re.search(r"reconstruction grid : (\S+)", done.stdout).group(1))
+    image = torch.from_numpy(__import__("numpy").array(Image.open(grid).convert("RGB")))  # [H, W, 3]
+    cell = 96  # tiny.yaml decodes 32 px: a factor of 3, each decoded pixel a 3x3 block
+    assert image.shape[0] >= cell and image.shape[1] >= 8 * cell  # 4 images: one row of 4 (input | decode)
+    first = image[4:4 + cell, 4:4 + cell]  # padding 4, then the first input, enlarged
+    blocks = first.reshape(32, 3, 32, 3, 3)
+    assert (blocks == blocks[:, :1, :, :1]).all(), "not a nearest-neighbour enlargement"
+    summary = Path(re.search(r"summary \(curves\+grid\): (\S+)", done.stdout).group(1))
+    assert summary.is_file() and Image.open(summary).size[0] >= 1000

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from armkit.recipes.cli import main as armkit
 from armkit.recipes.commands.train import ConfigCheckError, fit
+from armkit.recipes.summary import write_summary
 
 RECIPE = Path(__file__).resolve().parents[1] / "tokenizer" / "demo.yaml"
 
@@ -67,6 +68,7 @@ def run(args: argparse.Namespace) -> int:
         print("armkit demo: the recipe saved no last checkpoint (a ModelCheckpoint with save_last: true is needed)")
         return 1
     grid = next((cb.last_path for cb in trainer.callbacks if isinstance(getattr(cb, "last_path", None), Path)), None)
+    log_dir = Path(trainer.loggers[0].log_dir) if trainer.loggers else args.out
 
     step("evaluating on the validation shards")
     metrics = args.out / "metrics.json"
@@ -81,9 +83,13 @@ def run(args: argparse.Namespace) -> int:
     found = json.loads(metrics.read_text())
     shown = {k: v for k, v in found.get("metrics", found).items() if isinstance(v, (int, float))}
     total_minutes = (time.time() - started) / 60
+    headline = ", ".join(f"{k} {shown[k]:.3g}" for k in ("psnr", "zeroshot_top1_balanced") if k in shown)
+    summary = write_summary(log_dir / "metrics.csv", grid, args.out / "summary.png",
+                            title=f"armkit demo: {args.config.name}, {trainer.global_step} steps; held-out {headline}")
     print(f"\n== armkit demo: done in {total_minutes:.1f} min (training {trainer.global_step} steps in "
           f"{train_minutes:.1f} min)")
     print(f"reconstruction grid : {grid or '(none)'}")
+    print(f"summary (curves+grid): {summary}")
     print(f"metrics             : {metrics}")
     for k, v in shown.items():
         print(f"    {k:<28} {v:.4g}")
