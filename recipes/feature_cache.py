@@ -37,6 +37,17 @@ def teacher_fingerprint(encoder: torch.nn.Module, image_size: int) -> str:
     return digest.hexdigest()
 
 
+def shard_count(shards: list[str]) -> int | None:
+    """Samples in `shards` per their folder's meta.json (written by `armkit data`), or None when it does not say."""
+    meta = Path(shards[0]).parent / "meta.json" if shards else None
+    if meta is None or not meta.is_file():
+        return None
+    counts = {s["name"]: s["count"] for split in json.loads(meta.read_text()).get("splits", {}).values()
+              for s in split.get("shards", [])}
+    found = [counts.get(Path(s).name) for s in shards]
+    return None if None in found else sum(found)
+
+
 @torch.no_grad()
 def build_split(encoder: torch.nn.Module, shards: list[str], image_size: int, out: Path, *,
                 batch_size: int = 64) -> None:
@@ -47,7 +58,10 @@ def build_split(encoder: torch.nn.Module, shards: list[str], image_size: int, ou
     reader = ShardReader(shards, image_size=image_size, batch_size=batch_size, rank=0, world_size=1)
     was_training = encoder.training
     encoder.eval()
-    for batch in tqdm(reader, desc=f"teacher features -> {out.parent.name[:12]}/{out.stem}", unit="batch"):
+    count = shard_count(shards)
+    total = -(-count // batch_size) if count is not None else None
+    for batch in tqdm(reader, desc=f"teacher features -> {out.parent.name[:12]}/{out.stem}", unit="batch",
+                      total=total):
         feats.append(encoder(batch["image"].to(device)).float().cpu())
         keys += list(batch["key"])
     encoder.train(was_training)

@@ -12,9 +12,10 @@ from test_recipes_train import armkit, common, losses, run  # tests/ is on sys.p
 
 def test_cached_features_equal_the_teachers_and_follow_its_fingerprint(tiny_encoder, tiny_shards, tmp_path):
     from armkit.recipes.data.reader import ShardReader, expand_shards
-    from armkit.recipes.feature_cache import FeatureTable, build_split, teacher_fingerprint
+    from armkit.recipes.feature_cache import FeatureTable, build_split, shard_count, teacher_fingerprint
 
     shards = expand_shards(str(tiny_shards), split="train")
+    assert shard_count(shards) == 36  # the progress bar's total, from meta.json
     path = tmp_path / "train.safetensors"
     build_split(tiny_encoder, shards, 32, path, batch_size=5)
     table = FeatureTable(path)
