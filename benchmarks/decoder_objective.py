@@ -124,9 +124,11 @@ def train_variant(name: str, overrides: dict, cache: dict, args: argparse.Namesp
             train_s = time.time() - started
             val_img, val_feat = cache["val_img32"][:args.eval_limit], cache["val_feat"][:args.eval_limit]
             raw, first = psnr(dec, val_img, val_feat, device)
-            smooth, first_ema = psnr(ema, val_img, val_feat, device) if step == args.steps else (float("nan"), None)
-            curve.append({"step": step, "psnr": raw, "psnr_ema": smooth, "loss": float(loss), "train_s": train_s})
-            print(f"  {name} step {step}: PSNR {raw:.2f} dB (EMA {smooth:.2f}), loss {float(loss):.4f}, "
+            smooth, first_ema = psnr(ema, val_img, val_feat, device) if step == args.steps else (None, None)
+            curve.append({"step": step, "psnr": raw, "psnr_ema": smooth, "loss": float(loss.detach()),
+                          "train_s": train_s})
+            ema_text = f" (EMA {smooth:.2f})" if smooth is not None else ""
+            print(f"  {name} step {step}: PSNR {raw:.2f} dB{ema_text}, loss {float(loss):.4f}, "
                   f"{train_s:.0f} s training", flush=True)
     slug = "".join(c if c.isalnum() else "-" for c in name.lower()).strip("-")
     if args.grids:
@@ -138,11 +140,12 @@ def train_variant(name: str, overrides: dict, cache: dict, args: argparse.Namesp
             "psnr_ema": last["psnr_ema"], "curve": curve, "s_per_step": last["train_s"] / args.steps}
 
 
-def baselines(cache: dict) -> dict[str, float]:
-    """PSNR of answers that need no decoder: the mean training image; each image's exact 8x8 and 16x16 thumbnail."""
+def baselines(cache: dict, limit: int) -> dict[str, float]:
+    """PSNR of answers that need no decoder, on the same val images: the mean training image; each image's exact
+    8x8 and 16x16 thumbnail."""
     from torchmetrics.functional.image import peak_signal_noise_ratio as psnr_fn
 
-    val = cache["val_img32"].float() / 255
+    val = cache["val_img32"][:limit].float() / 255
     mean = (cache["train_img32"].float() / 255).mean(0, keepdim=True).expand_as(val)
     out = {"mean training image": float(psnr_fn(mean, val, data_range=1.0, dim=(1, 2, 3)))}
     for side in (8, 16):
@@ -178,7 +181,7 @@ def main(argv: list[str] | None = None) -> dict:
     print_table(f"decoder-only, {args.steps} steps of batch {args.batch}: held-out PSNR at 32 px (Euler 25, seed 0)",
                 rows, [("variant", "variant", "{}"), ("psnr", "PSNR dB", "{:.2f}"),
                        ("psnr_ema", f"EMA {args.ema} PSNR dB", "{:.2f}"), ("s_per_step", "s / step", "{:.3f}")])
-    base = baselines(cache)
+    base = baselines(cache, args.eval_limit)
     for k, v in base.items():
         print(f"  for scale: {k}: {v:.2f} dB")
     result = {"environment": environment(device), "command": " ".join(sys.argv), "args": {
