@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -66,7 +67,7 @@ def build_split(encoder: torch.nn.Module, shards: list[str], image_size: int, ou
         keys += list(batch["key"])
     encoder.train(was_training)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".tmp")
+    tmp = out.with_suffix(f".{os.getpid()}.tmp")  # two runs building at once never share a temp file
     save_file({"features": torch.cat(feats).contiguous(), "rows": torch.arange(len(keys))}, str(tmp))
     out.with_suffix(".json").write_text(json.dumps({"keys": keys, "shards": [Path(s).name for s in shards]}))
     tmp.rename(out)  # the safetensors file appears last: its presence means the split is complete
