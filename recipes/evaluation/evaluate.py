@@ -8,6 +8,7 @@ on the same files gives the same numbers (on the same device and versions).
 
 from __future__ import annotations
 
+import itertools
 import math
 import time
 from pathlib import Path
@@ -70,6 +71,12 @@ def evaluate(loaded: Loaded, data: str | Path, protocol: Protocol, *, classes: l
     size = compared_size(loaded)
     reader = ShardReader(str(data), image_size=size, batch_size=protocol.batch_size, limit=protocol.limit,
                          split=protocol.split)
+    # The encoder reads each image at its own input size, as in training, not the S x S target blown up to it.
+    enc_size = tuple(tok.encoder.image_size)
+    enc_reader = None
+    if enc_size != (size, size) and enc_size[0] == enc_size[1]:
+        enc_reader = ShardReader(str(data), image_size=enc_size[0], batch_size=protocol.batch_size,
+                                 limit=protocol.limit, split=protocol.split)
     meta = read_meta(data)
     names, names_from = class_names(meta, classes)
 
@@ -86,9 +93,11 @@ def evaluate(loaded: Loaded, data: str | Path, protocol: Protocol, *, classes: l
     codes = CodeHistogram(tok.codebook_size)
     image_emb, texts, labels = [], [], []
     nll_sum, nll_tokens, cos_sum, cos_count, count = 0.0, 0.0, 0.0, 0, 0
-    for batch in reader:
+    for batch, enc_batch in zip(reader, enc_reader or itertools.repeat(None)):
         images = batch["image"].to(device)  # [B, 3, S, S]
-        out = tok(images)
+        if enc_batch is not None and list(enc_batch["key"]) != list(batch["key"]):
+            raise RuntimeError("armkit eval: the encoder-size and target-size readers went out of step")
+        out = tok(enc_batch["image"].to(device) if enc_batch is not None else images)
         count += images.shape[0]
         codes.update(out.indices)
         if out.z.shape == out.features.shape:

@@ -15,8 +15,8 @@ LPIPS_NETS = ("alex", "vgg", "squeeze")
 
 RESIZE = ("each image is decoded to RGB (alpha composited on white), its shorter side resized to S with PIL's "
           "antialiased bicubic filter, then centre-cropped to S x S, S = the decoder's image size (the encoder's "
-          "input size when there is no decoder); pixels in [0, 1]. The encoder resizes further itself (bicubic, "
-          "antialiased) if its input size differs. Reconstructions are compared at S x S.")
+          "input size when there is no decoder); pixels in [0, 1]. The encoder reads the same image, decoded the same "
+          "way, at its own (square) input size, as training reads it. Reconstructions are compared at S x S.")
 
 DEFINITIONS = {
     "psnr": "mean over images of 10*log10(1 / MSE(x, x_hat)) in dB, x the image at S x S, x_hat = "
