@@ -169,7 +169,8 @@ class PixelDiT(FlowDecoder):
     size: "tiny" | "S" | "B" | "L" | "XL" (width/depth/heads override it). image_size: int or [H, W], each divisible
     by patch_size. cond_grid: the token grid [rows, cols] when N is not a square. cond_dropout: probability of
     replacing a sample's Z by the learned null condition while training (for classifier-free guidance).
-    time_sampling/logit_mean/logit_std: see `RectifiedFlow`; sample_shift: see `time_grid`. attention:
+    time_sampling/logit_mean/logit_std/prediction/t_clamp: see `RectifiedFlow` (prediction "x": the network
+    outputs the clean image, the loss stays on velocity); sample_shift: see `time_grid`. attention:
     "auto" | "sdpa" | "xformers". Images are [0, 1] at the interface and [-1, 1] inside.
     """
 
@@ -177,9 +178,11 @@ class PixelDiT(FlowDecoder):
                  size: str = "S", width: int | None = None, depth: int | None = None, heads: int | None = None,
                  mlp_ratio: float = 4.0, cond_grid: list[int] | None = None, cond_dropout: float = 0.1,
                  time_sampling: str = "uniform", logit_mean: float = 0.0, logit_std: float = 1.0,
-                 sample_shift: float = 1.0, attention: str = "auto") -> None:
+                 sample_shift: float = 1.0, prediction: str = "velocity", t_clamp: float = 0.05,
+                 attention: str = "auto") -> None:
         super().__init__(cond_dim=cond_dim, cond_dropout=cond_dropout, time_sampling=time_sampling,
-                         logit_mean=logit_mean, logit_std=logit_std, sample_shift=sample_shift)
+                         logit_mean=logit_mean, logit_std=logit_std, sample_shift=sample_shift,
+                         prediction=prediction, t_clamp=t_clamp)
         self.image_size = as_hw(image_size)
         width, depth, heads = dit_dims(size, width, depth, heads)
         self.net = DiT(in_channels=3, input_size=self.image_size, patch_size=patch_size, cond_dim=self.cond_dim,

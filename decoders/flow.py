@@ -23,7 +23,8 @@ class FlowDecoder(Decoder):
     net: nn.Module
 
     def __init__(self, *, cond_dim: int, cond_dropout: float = 0.1, time_sampling: str = "uniform",
-                 logit_mean: float = 0.0, logit_std: float = 1.0, sample_shift: float = 1.0) -> None:
+                 logit_mean: float = 0.0, logit_std: float = 1.0, sample_shift: float = 1.0,
+                 prediction: str = "velocity", t_clamp: float = 0.05) -> None:
         super().__init__()
         if not 0.0 <= cond_dropout < 1.0:
             raise ValueError(f"cond_dropout must lie in [0, 1), got {cond_dropout}")
@@ -32,7 +33,8 @@ class FlowDecoder(Decoder):
         self.cond_dim = int(cond_dim)
         self.cond_dropout = float(cond_dropout)
         self.sample_shift = float(sample_shift)
-        self.flow = RectifiedFlow(time_sampling=time_sampling, logit_mean=logit_mean, logit_std=logit_std)
+        self.flow = RectifiedFlow(time_sampling=time_sampling, logit_mean=logit_mean, logit_std=logit_std,
+                                  prediction=prediction, t_clamp=t_clamp)
         self.null_cond = nn.Parameter(torch.randn(self.cond_dim) * 0.02)  # stands in for Z when unconditional
 
     @property
@@ -82,7 +84,7 @@ class FlowDecoder(Decoder):
             noise = rand((cond.shape[0], *self.space_shape), generator=generator, device=cond.device, normal=True)
 
         def model(x: torch.Tensor, t: torch.Tensor, c: torch.Tensor) -> torch.Tensor:  # integrate in fp32
-            return self.net(x.to(c.dtype), t, c).float()
+            return self.flow.to_velocity(self.net(x.to(c.dtype), t, c).float(), x, t)
 
         velocity = guided(model, cond, self.null_cond.to(cond.dtype).expand_as(cond), float(guidance))
         return self.from_space(solve(velocity, noise, steps=steps, sampler=sampler, shift=self.sample_shift))

@@ -47,9 +47,11 @@ class LatentDiT(FlowDecoder):
                  cond_dim: int = 1152, size: str = "B", width: int | None = None, depth: int | None = None,
                  heads: int | None = None, mlp_ratio: float = 4.0, cond_grid: list[int] | None = None,
                  cond_dropout: float = 0.1, time_sampling: str = "logit_normal", logit_mean: float = 0.0,
-                 logit_std: float = 1.0, sample_shift: float = 1.0, attention: str = "auto") -> None:
+                 logit_std: float = 1.0, sample_shift: float = 1.0, prediction: str = "velocity",
+                 t_clamp: float = 0.05, attention: str = "auto") -> None:
         super().__init__(cond_dim=cond_dim, cond_dropout=cond_dropout, time_sampling=time_sampling,
-                         logit_mean=logit_mean, logit_std=logit_std, sample_shift=sample_shift)
+                         logit_mean=logit_mean, logit_std=logit_std, sample_shift=sample_shift,
+                         prediction=prediction, t_clamp=t_clamp)
         self.vae = load_vae(vae_path, vae_config, vae_subfolder).requires_grad_(False).eval()
         cfg = self.vae.config
         self.scaling_factor = float(cfg.scaling_factor)

@@ -23,10 +23,14 @@ def _out_dir(trainer: L.Trainer, name: str, *, per_run: bool = True) -> Path:
 class ReconstructionGrid(L.Callback):
     """Every `every_n_steps` steps and at the end, saves `grids/step_XXXXXX.png` and `grids/last.png`:
     rows of (input | decode(encode(input))) for the first `num_images` images of the first validation batch
-    (or of the training batch when there is no validation data)."""
+    (or of the training batch when there is no validation data). The input is shown at the decoder's resolution;
+    both are enlarged with nearest neighbour (each pixel a square block, no smoothing) to at least `min_size` px,
+    so a 32 px decode is big enough to judge."""
 
-    def __init__(self, *, every_n_steps: int = 200, num_images: int = 8, steps: int = 10, seed: int = 0) -> None:
+    def __init__(self, *, every_n_steps: int = 200, num_images: int = 8, steps: int = 10, seed: int = 0,
+                 min_size: int = 96) -> None:
         self.every_n_steps, self.num_images, self.steps, self.seed = every_n_steps, num_images, steps, seed
+        self.min_size = min_size
         self._images: torch.Tensor | None = None
         self.last_path: Path | None = None
 
@@ -60,7 +64,10 @@ class ReconstructionGrid(L.Callback):
         size = recon.shape[-2:]
         images = torch.nn.functional.interpolate(images.float(), size=size, mode="bilinear", antialias=True)
         pairs = torch.stack([images, recon], dim=1).flatten(0, 1).clamp(0, 1)  # input, recon, input, recon, ...
-        grid = make_grid(pairs.cpu(), nrow=2 * min(4, len(images)), padding=2, pad_value=1.0)
+        factor = -(-self.min_size // min(size))  # ceil: the smallest whole factor reaching min_size
+        if factor > 1:
+            pairs = torch.nn.functional.interpolate(pairs, scale_factor=factor, mode="nearest")
+        grid = make_grid(pairs.cpu(), nrow=2 * min(4, len(images)), padding=4, pad_value=1.0)
         out = _out_dir(trainer, "grids")
         save_image(grid, out / f"step_{trainer.global_step:06d}.png")
         save_image(grid, out / "last.png")

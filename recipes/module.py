@@ -69,7 +69,7 @@ class TokenizerModule(L.LightningModule):
         torch.manual_seed(hash((self.seed, step, self._micro, self.global_rank)) % 2**63)
 
     def _step(self, batch: dict, prefix: str) -> torch.Tensor:
-        out = self.tokenizer(batch["image"])
+        out = self.tokenizer(batch["image"], features=batch.get("features"))  # "features": TeacherFeatureCache
         loss, logs = self.losses(out, batch, self.tokenizer)
         bs = batch["image"].shape[0]
         self.log_dict({f"{prefix}/{k}": v for k, v in logs.items()}, batch_size=bs, sync_dist=prefix == "val")

@@ -65,8 +65,13 @@ class Tokenizer(Buildable, nn.Module):
         """Size of the images `decode` returns (the decoder's), else the encoder's input size."""
         return tuple(self.decoder.image_size if self.decoder is not None else self.encoder.image_size)
 
-    def forward(self, images: torch.Tensor) -> TokenizerOutput:
-        features = self.encoder(images)  # [B, N, C]
+    def forward(self, images: torch.Tensor, features: torch.Tensor | None = None) -> TokenizerOutput:
+        """features: the frozen encoder's output for these images when already known (a feature cache); the
+        encoder then does not run."""
+        if features is None:
+            features = self.encoder(images)  # [B, N, C]
+        elif not getattr(self.encoder, "frozen", False):
+            raise ValueError("features given, but the encoder trains: cached features need a frozen encoder")
         codes, indices = self.quantizer(self.down(features))  # [B, N, K], [B, N]
         return TokenizerOutput(features, codes, indices, self.up(codes))
 

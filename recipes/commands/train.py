@@ -17,6 +17,7 @@ from typing import Any
 import lightning.pytorch
 import yaml
 from jsonargparse import ActionConfigFile
+from lightning.pytorch.callbacks import ProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
@@ -28,6 +29,7 @@ from armkit.recipes.autoregressive.codes import FingerprintError
 from armkit.recipes.config_checks import ConfigCheckError, check_values, unknown_key_line
 from armkit.recipes.data import ShardDataModule
 from armkit.recipes.module import TokenizerModule
+from armkit.recipes.progress import StepProgressBar
 from armkit.tokenizer import to_spec
 
 WEIGHT_KEYS = ("weights", "path", "vae_path")
@@ -94,7 +96,8 @@ def preflight(config: Any) -> None:
 
 class ArmkitCLI(LightningCLI):
     """LightningCLI with armkit's defaults: everything a run writes lives under `trainer.default_root_dir`
-    (CSV + TensorBoard logs unless `trainer.logger` names others, checkpoints in `checkpoints/`)."""
+    (CSV + TensorBoard logs unless `trainer.logger` names others, checkpoints in `checkpoints/`); the progress bar
+    counts steps out of max_steps (`StepProgressBar`) unless the recipe names another or turns it off."""
 
     def init_parser(self, **kwargs: Any) -> LightningArgumentParser:
         kwargs.setdefault("dump_header", [f"lightning.pytorch=={lightning.pytorch.__version__}"])
@@ -133,6 +136,9 @@ class ArmkitCLI(LightningCLI):
         root = config.get("default_root_dir") or "runs"
         if config.get("logger") in (None, True):
             config["logger"] = [CSVLogger(root, name="csv"), TensorBoardLogger(root, name="tb")]  # version_N each
+        named = [*(config.get("callbacks") or []), *callbacks]
+        if config.get("enable_progress_bar") is not False and not any(isinstance(c, ProgressBar) for c in named):
+            callbacks = [*callbacks, StepProgressBar()]
         trainer = super()._instantiate_trainer(config, callbacks)
         for cb in trainer.checkpoint_callbacks:  # resolved now, so that `--ckpt_path last` can find it
             if getattr(cb, "dirpath", None) is None:
@@ -153,20 +159,25 @@ def names_own_classes(argv: list[str]) -> bool:
     return False
 
 
-def main(argv: list[str] | None = None) -> int:
+def fit(argv: list[str]) -> ArmkitCLI:
+    """Run LightningCLI on `argv` and return it (its `.trainer` holds this run's checkpoint and log paths).
+    Raises ConfigCheckError (exit code 2) before building anything when preflight finds a bad config."""
     # Frozen teachers are in eval mode on purpose; `args=` is how armkit hands LightningCLI its arguments.
     warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
     warnings.filterwarnings("ignore", message=r"LightningCLI's args parameter")
     argv = list(argv or [])
     if not argv or argv[0] not in ("fit", "validate"):
         argv = ["fit", *argv]
+    if names_own_classes(argv):  # any LightningModule / data module named in the YAML (the AR recipes)
+        return ArmkitCLI(None, None, subclass_mode_model=True, subclass_mode_data=True, args=argv,
+                         save_config_kwargs={"overwrite": True}, auto_configure_optimizers=False)
+    return ArmkitCLI(TokenizerModule, ShardDataModule, args=argv, save_config_kwargs={"overwrite": True},
+                     auto_configure_optimizers=False)
+
+
+def main(argv: list[str] | None = None) -> int:
     try:
-        if names_own_classes(argv):  # any LightningModule / data module named in the YAML
-            ArmkitCLI(None, None, subclass_mode_model=True, subclass_mode_data=True, args=argv,
-                      save_config_kwargs={"overwrite": True}, auto_configure_optimizers=False)
-        else:
-            ArmkitCLI(TokenizerModule, ShardDataModule, args=argv, save_config_kwargs={"overwrite": True},
-                      auto_configure_optimizers=False)
+        fit(list(argv or []))
     except (ConfigCheckError, resume.ResumeError) as e:
         print(e.code)
         return 2

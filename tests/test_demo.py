@@ -1,0 +1,78 @@
+"""`armkit demo` on the tiny recipe: a fixed step budget, the final step checkpointed, and evaluation and export of
+this run's own checkpoint even when an earlier run left its files in the same folder; the bar counts true steps."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+
+TINY = Path(__file__).resolve().parents[1] / "recipes" / "tokenizer" / "tiny.yaml"
+
+
+def run(*args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
+    return subprocess.run([sys.executable, "-m", "armkit.recipes.cli", *args], capture_output=True, text=True,
+                          env=env, timeout=600)
+
+
+def demo(shards: Path, out: Path, steps: int) -> subprocess.CompletedProcess:
+    done = run("demo", "--config", str(TINY), "--data", str(shards), "--out", str(out), "--steps", str(steps),
+               "--eval-limit", "4", "--", "--trainer.enable_progress_bar=false")
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return done
+
+
+def ckpt_step(path: Path) -> int:
+    return int(torch.load(path, map_location="cpu", weights_only=True)["global_step"])
+
+
+def test_demo_trains_fixed_steps_and_uses_its_own_last_step(tiny_shards, tmp_path):
+    out = tmp_path / "demo"
+    first = demo(tiny_shards, out, 13)  # not a multiple of tiny.yaml's every_n_train_steps=10
+    ckpt = Path(re.search(r"checkpoint\s+: (\S+)", first.stdout).group(1))
+    assert ckpt_step(ckpt) == 13, "the final steps after the last periodic checkpoint were lost"
+    assert json.loads((out / "metrics.json").read_text())["tokenizer"]["path"] == str(ckpt.resolve())
+
+    second = demo(tiny_shards, out, 12)  # same folder: the first run's last.ckpt is still there
+    ckpt2 = Path(re.search(r"checkpoint\s+: (\S+)", second.stdout).group(1))
+    assert ckpt2 != ckpt and ckpt_step(ckpt2) == 12 and ckpt_step(ckpt) == 13
+    evaluated = json.loads((out / "metrics.json").read_text())["tokenizer"]["path"]
+    assert evaluated == str(ckpt2.resolve()), "evaluated a stale checkpoint"
+    trained = torch.load(ckpt2, map_location="cpu", weights_only=True)["state_dict"]
+    from safetensors.torch import load_file
+
+    exported = load_file(str(out / "export" / "model.safetensors"))
+    name = next(k for k in exported if "decoder" in k and k.endswith("final.weight"))
+    assert torch.equal(exported[name], trained[f"tokenizer.{name}"]), "exported a stale checkpoint"
+    grid = re.search(r"reconstruction grid : (\S+)", second.stdout).group(1)
+    assert "version_1" in grid and Path(grid).is_file(), "the grid printed is not this run's"
+
+
+def test_progress_bar_counts_steps_out_of_max_steps(tiny_shards, tmp_path):
+    done = run("train", "--config", str(TINY), f"--data.train={tiny_shards}", f"--data.val={tiny_shards}",
+               f"--trainer.default_root_dir={tmp_path}", "--trainer.max_steps=13", "--trainer.val_check_interval=20")
+    assert done.returncode == 0, done.stderr[-3000:]
+    text = done.stdout.replace("\r", "\n")
+    assert re.search(r"^train: 100%\|.*\| 13/13 \[", text, re.M), text[-2000:]
+    assert not re.search(r"/-\d|Epoch 0/", text)
+
+
+def test_grid_is_upscaled_with_nearest_neighbour_and_summary_is_written(tiny_shards, tmp_path):
+    from PIL import Image
+
+    done = demo(tiny_shards, tmp_path / "demo", 6)
+    grid = Path(re.search(r"reconstruction grid : (\S+)", done.stdout).group(1))
+    image = torch.from_numpy(__import__("numpy").array(Image.open(grid).convert("RGB")))  # [H, W, 3]
+    cell = 96  # tiny.yaml decodes 32 px: a factor of 3, each decoded pixel a 3x3 block
+    assert image.shape[0] >= cell and image.shape[1] >= 8 * cell  # 4 images: one row of 4 (input | decode)
+    first = image[4:4 + cell, 4:4 + cell]  # padding 4, then the first input, enlarged
+    blocks = first.reshape(32, 3, 32, 3, 3)
+    assert (blocks == blocks[:, :1, :, :1]).all(), "not a nearest-neighbour enlargement"
+    summary = Path(re.search(r"summary \(curves\+grid\): (\S+)", done.stdout).group(1))
+    assert summary.is_file() and Image.open(summary).size[0] >= 1000
