@@ -22,7 +22,7 @@ COMMANDS = {
     "export": ("armkit.recipes.commands.export", "export a checkpoint as a self-contained safetensors folder"),
     "tokenize": ("armkit.recipes.commands.tokenize", "encode image shards once into code shards for the AR model"),
     "generate": ("armkit.recipes.commands.generate", "text-to-image, editing or captioning with a trained AR model"),
-    "eval-ar": ("armkit.recipes.autoregressive.evaluate", "evaluate an AR model (FD, probe accuracy, captions, edits)"),
+    "eval-ar": ("armkit.recipes.commands.eval_ar", "evaluate an AR model (FD, probe accuracy, captions, edits)"),
     "demo": ("armkit.recipes.commands.demo", "the main job: data, assets, train, eval, export on the embedded default"),
 }
 # Commands that build classes named in a checkpoint or an export: they take --trust for the user's own packages.

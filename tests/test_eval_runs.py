@@ -125,7 +125,7 @@ def test_eval_twice_gives_identical_numbers_and_pins_the_protocol(ablation):
 
 
 def test_eval_of_an_export_matches_the_checkpoint_and_needs_no_lightning(ablation, tmp_path):
-    from armkit.recipes.commands.export import export_checkpoint
+    from armkit.recipes.checkpoint_export import export_checkpoint
 
     folder = export_checkpoint(ckpt(ablation, "all"), tmp_path / "export")
     out = tmp_path / "metrics.json"
@@ -146,7 +146,7 @@ def test_eval_of_an_export_matches_the_checkpoint_and_needs_no_lightning(ablatio
 
 
 def test_export_without_heads_skips_head_metrics_with_the_reason(ablation, tmp_path):
-    from armkit.recipes.commands.export import export_checkpoint
+    from armkit.recipes.checkpoint_export import export_checkpoint
 
     folder = export_checkpoint(ckpt(ablation, "cap+pix"), tmp_path / "export", heads=False)
     report = evaluate_ckpt(folder, ablation.shards)

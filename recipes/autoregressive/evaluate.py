@@ -15,9 +15,6 @@ Metrics (each defined again in the JSON's "protocol"):
 
 from __future__ import annotations
 
-import argparse
-import json
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -210,34 +207,3 @@ def evaluate_ar(*, model: ARModel, tok: Any, codes: str, images: str, features: 
         "editing": "1 - cosine of pooled features and pixel MSE to the real target variant at the decoder's size",
     }
     return result
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.description = __doc__.splitlines()[0]
-    parser.add_argument("--model", required=True, type=Path, help="AR export folder or checkpoint")
-    parser.add_argument("--tokenizer", type=Path, help="tokenizer export (default: the one the model records)")
-    parser.add_argument("--codes", required=True, help="code shard folder (its val split is evaluated)")
-    parser.add_argument("--images", required=True, help="image shard folder the codes came from")
-    parser.add_argument("--features", default="asset:efficientnet_lite0",
-                        help="weights of the feature network (default: EfficientNet-Lite0 from `armkit assets`)")
-    parser.add_argument("--out", required=True, type=Path, help="metrics JSON to write")
-    parser.add_argument("--limit", type=int, default=64)
-    parser.add_argument("--steps", type=int, default=25)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--guidance", type=float, default=1.5)
-
-
-def run(args: argparse.Namespace) -> int:
-    from armkit.recipes.autoregressive.export import load_ar
-    from armkit.recipes.commands.generate import load_tokenizer
-
-    model, record = load_ar(args.model)
-    tok = load_tokenizer(record, args.tokenizer)
-    features = PretrainedFeatures(weights=args.features)
-    result = evaluate_ar(model=model, tok=tok, codes=args.codes, images=args.images, features=features,
-                         limit=args.limit, steps=args.steps, seed=args.seed, guidance=args.guidance)
-    result["protocol"].update(model=str(args.model), tokenizer=record.get("fingerprint"))
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=1, default=float) + "\n")
-    print(json.dumps({k: v for k, v in result.items() if k != "protocol"}, indent=1, default=float))
-    return 0

@@ -13,8 +13,6 @@ import time
 from pathlib import Path
 
 from armkit.recipes.cli import main as armkit
-from armkit.recipes.commands.train import ConfigCheckError, fit
-from armkit.recipes.summary import write_summary
 
 RECIPE = Path(__file__).resolve().parents[1] / "tokenizer" / "demo.yaml"
 
@@ -55,6 +53,9 @@ def run(args: argparse.Namespace) -> int:
         train.insert(2, f"--trainer.max_steps={args.steps}")  # before train_args, so `-- --trainer.max_steps` wins
     if args.resume:
         train += ["--ckpt_path", "last"]
+    from armkit.recipes.commands.train import ConfigCheckError, fit  # here: `armkit demo --help` stays light
+    from armkit.recipes.summary import write_summary
+
     try:
         trainer = fit(train).trainer
     except ConfigCheckError as e:

@@ -19,7 +19,7 @@ from typing import Any, NamedTuple
 from armkit.common.buildable import ConfigError, build
 from armkit.common.cache import assets_dir
 from armkit.common.weights import local_path, sha256_file
-from armkit.recipes.commands.export import read_checkpoint, substate, tokenizer_from_checkpoint
+from armkit.recipes.checkpoint_export import read_checkpoint, substate, tokenizer_from_checkpoint
 from armkit.tokenizer import hub
 from armkit.tokenizer.export_checks import ConfigValueError, check_paths, inside
 from armkit.tokenizer.losses import LossSet
