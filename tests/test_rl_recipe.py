@@ -88,3 +88,17 @@ def test_tiny_rl_recipe_trains_and_logs_reward_kl_clip(rl_chain, stage):
     state = ckpt["state_dict"]
     key = "model.visual_head.weight"
     assert not torch.equal(state[key], state["ref." + key.split(".", 1)[1]])
+
+
+def test_rl_resume_from_a_checkpoint_matches_an_uninterrupted_run(rl_chain):
+    assert main(train_args(rl_chain, "straight", "--trainer.max_steps=6")) == 0
+    assert main(train_args(rl_chain, "split", "--trainer.max_steps=2")) == 0
+    assert main(train_args(rl_chain, "split", "--trainer.max_steps=6", "--ckpt_path", "last")) == 0
+    a = {int(r["step"]): float(r["train/loss"]) for r in metrics(rl_chain / "straight") if r.get("train/loss")}
+    b = {int(r["step"]): float(r["train/loss"]) for r in metrics(rl_chain / "split") if r.get("train/loss")}
+    assert len(a) == 3 and sorted(a) == sorted(b)
+    for step in a:
+        assert b[step] == pytest.approx(a[step], rel=1e-5, abs=1e-7), (step, a, b)
+    wa = torch.load(rl_chain / "straight" / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+    wb = torch.load(rl_chain / "split" / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+    assert wa.keys() == wb.keys() and all(torch.allclose(wa[k], wb[k], atol=1e-6) for k in wa)
