@@ -102,3 +102,21 @@ def test_rl_resume_from_a_checkpoint_matches_an_uninterrupted_run(rl_chain):
     wa = torch.load(rl_chain / "straight" / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
     wb = torch.load(rl_chain / "split" / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
     assert wa.keys() == wb.keys() and all(torch.allclose(wa[k], wb[k], atol=1e-6) for k in wa)
+
+
+def test_rl_checkpoint_exports_as_an_ar_model_and_seeds_the_next_stage(rl_chain):
+    from armkit.recipes.autoregressive.export import load_ar
+
+    ckpt = rl_chain / "run-t2i" / "checkpoints" / "last.ckpt"
+    if not ckpt.exists():  # when run on its own
+        assert main(train_args(rl_chain, "run-t2i", "--trainer.max_steps=2")) == 0
+    assert main(["export", "--ckpt", str(ckpt), "--out", str(rl_chain / "rl-export")]) == 0
+    policy = load_ar(rl_chain / "rl-export").model
+    state = torch.load(ckpt, weights_only=True)["state_dict"]
+    assert all(torch.equal(v, state[f"model.{k}"]) for k, v in policy.state_dict().items())
+    # the next stage starts from the export: its reference is exactly the exported policy
+    assert main(train_args(rl_chain, "stage2", "--trainer.max_steps=2", "--model.init_args.stage=joint",
+                           "--data.init_args.batch_size=6",
+                           f"--model.init_args.init_from={rl_chain / 'rl-export'}")) == 0
+    nxt = torch.load(rl_chain / "stage2" / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+    assert all(torch.equal(v, nxt[f"ref.{k}"]) for k, v in policy.state_dict().items())
