@@ -90,3 +90,23 @@ def test_weighted_sum_combines_parts():
     assert torch.allclose(total(images, ["p", "q"], sources=a, targets=b), 2 * parts["close"] + parts["keep"])
     with pytest.raises(ValueError, match="unknown"):
         WeightedSum(rewards={"close": probe_free}, weights={"nope": 1.0})
+
+
+def test_written_probe_is_the_evaluations_probe_on_raw_features(tiny_shards, tmp_path):
+    from armkit.recipes.autoregressive.evaluate import train_probe
+    from armkit.recipes.data.reader import ShardReader
+    from armkit.recipes.rl.probe import write_probe
+
+    features = PixelFeatures(size=2)
+    acc = write_probe(images=str(tiny_shards), out=tmp_path / "probe", features=features, size=16, steps=100)
+    assert acc["train"] == 1.0 and acc["val"] == 1.0  # colours are linearly separable from mean pixels
+    batch = next(iter(ShardReader(str(tiny_shards), image_size=16, batch_size=64, split="train")))
+    reward = CategoryProbe(image_encoder=features, probe=str(tmp_path / "probe" / "probe.safetensors"),
+                           prompt_classes=str(tmp_path / "probe" / "prompt_classes.json"))
+    got = reward(batch["image"], batch["txt"])
+    f = features(batch["image"])
+    mu, sd = f.mean(0), f.std(0) + 1e-6
+    probe = train_probe((f - mu) / sd, batch["cls"], classes=4, steps=100, seed=0)
+    with torch.no_grad():
+        expected = probe((f - mu) / sd).softmax(-1).gather(1, batch["cls"][:, None]).squeeze(1)
+    assert torch.allclose(got, expected, atol=1e-4)  # the folded standardisation changes nothing

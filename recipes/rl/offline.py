@@ -72,22 +72,35 @@ class TextImageAgreement(Reward):
 
 
 class CategoryProbe(Reward):
-    """softmax(W f(image) + b)[class of the prompt]. classes: the probe's class names, in its output order; a
-    prompt's class is the longest class name it contains (case-insensitive). probe: safetensors with `weight` [K, D]
-    and `bias` [K], fitted on real images' features (see `fit_probe`), never on the policy's samples."""
+    """softmax(W f(image) + b)[class of the prompt]. The prompt's class: `prompt_classes`, a JSON file {prompt: class
+    index} (e.g. emoji names -> their category, written by `recipes/rl/probe.py`), or else the longest of `classes`
+    (the probe's class names, in its output order) that the prompt contains, case-insensitive. probe: safetensors
+    with `weight` [K, D] and `bias` [K], fitted on real images' features, never on the policy's samples."""
 
-    def __init__(self, *, image_encoder: nn.Module, classes: list[str], probe: str) -> None:
+    def __init__(self, *, image_encoder: nn.Module, probe: str, classes: list[str] | None = None,
+                 prompt_classes: str | None = None) -> None:
         super().__init__()
+        import json
+
+        if (classes is None) == (prompt_classes is None):
+            raise ValueError("CategoryProbe: give classes: (names found in prompts) or prompt_classes: (a JSON file)")
         self.image_encoder = image_encoder.requires_grad_(False)
-        self.classes = [c.lower() for c in classes]
+        self.classes = [c.lower() for c in classes] if classes is not None else None
+        self.prompt_classes = (json.loads(local_path(prompt_classes).read_text()) if prompt_classes is not None
+                               else None)
         t = _load(probe, ("weight", "bias"))
-        if t["weight"].shape[0] != len(classes) or t["bias"].shape != (len(classes),):
+        k = t["weight"].shape[0]
+        if t["bias"].shape != (k,) or (classes is not None and k != len(classes)):
             raise ValueError(f"probe {probe}: weight {tuple(t['weight'].shape)} / bias {tuple(t['bias'].shape)} do "
-                             f"not match {len(classes)} classes")
+                             f"not match {len(classes) if classes else k} classes")
         self.register_buffer("weight", t["weight"].float())
         self.register_buffer("bias", t["bias"].float())
 
     def class_of(self, prompt: str) -> int:
+        if self.prompt_classes is not None:
+            if prompt not in self.prompt_classes:
+                raise ValueError(f"CategoryProbe: prompt {prompt!r} is not in prompt_classes")
+            return int(self.prompt_classes[prompt])
         found = [(len(c), i) for i, c in enumerate(self.classes) if c in prompt.lower()]
         if not found:
             raise ValueError(f"CategoryProbe: prompt {prompt!r} names none of the classes {self.classes}")
