@@ -84,6 +84,10 @@ def test_tiny_rl_recipe_trains_and_logs_reward_kl_clip(rl_chain, stage):
             assert any(r.get("val/reward/edit") for r in rows)
     ckpt = torch.load(rl_chain / f"run-{stage}" / "checkpoints" / "last.ckpt", weights_only=True)
     assert ckpt["armkit"]["rl"]["stage"] == stage
+    samples = rl_chain / f"run-{stage}" / "samples"  # the same held-out prompts and seed, before and after
+    before, after = (json.loads((samples / f"{n}.json").read_text())["samples"] for n in ("before", "after"))
+    assert Image.open(samples / "before.png").size == Image.open(samples / "after.png").size
+    assert [s["prompt"] for s in before] == [s["prompt"] for s in after] and before != after  # the policy moved
     # the reference stays the starting policy; the policy changed
     state = ckpt["state_dict"]
     key = "model.visual_head.weight"
