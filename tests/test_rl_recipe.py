@@ -124,3 +124,9 @@ def test_rl_checkpoint_exports_as_an_ar_model_and_seeds_the_next_stage(rl_chain)
                            f"--model.init_args.init_from={rl_chain / 'rl-export'}")) == 0
     nxt = torch.load(rl_chain / "stage2" / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
     assert all(torch.equal(v, nxt[f"ref.{k}"]) for k, v in policy.state_dict().items())
+
+
+def test_demo_recipe_parses_and_asks_for_its_inputs(capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # no assets, probe, AR export or codes here
+    assert main(["train", "--config", str(ROOT / "recipes" / "rl" / "demo.yaml")]) == 2
+    assert "config error" in capsys.readouterr().out
