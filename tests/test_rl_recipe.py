@@ -88,6 +88,7 @@ def test_tiny_rl_recipe_trains_and_logs_reward_kl_clip(rl_chain, stage):
     before, after = (json.loads((samples / f"{n}.json").read_text())["samples"] for n in ("before", "after"))
     assert Image.open(samples / "before.png").size == Image.open(samples / "after.png").size
     assert [s["prompt"] for s in before] == [s["prompt"] for s in after] and before != after  # the policy moved
+    assert all(-1 <= s["reward"] <= 1 for s in before + after)
     # the reference stays the starting policy; the policy changed
     state = ckpt["state_dict"]
     key = "model.visual_head.weight"

@@ -1,6 +1,6 @@
 """`SampleGrid`: the same held-out prompts and seed sampled before RL starts and after it ends (and every n steps),
-saved as RUN/samples/step-XXXXXX.png (one row per prompt; the codes and prompts beside it as .json) with
-before.png / after.png (and .json), so the change is visible."""
+saved as RUN/samples/step-XXXXXX.png (one row per prompt; prompts, codes and each image's reward beside it as
+.json) with before.png / after.png (and .json): the held-out reward before and after, and the images it scored."""
 
 from __future__ import annotations
 
@@ -44,9 +44,11 @@ class SampleGrid(L.Callback):
             sampling = Sampling(temperature=module.temperature[task], top_k=module.top_k)
             roll = sample_groups(module.model, [module._prompt(task, s)[0] for s in group], grid,
                                  group_size=self.per_prompt, sampling=sampling, generator=gen)
-            rows.append(module._decode(roll.codes, gen).cpu())
-            record += [{"task": task, "prompt": module._prompt(task, s)[1], "codes": c.tolist()}
-                       for s, c in zip([s for s in group for _ in range(self.per_prompt)], roll.codes)]
+            images = module._decode(roll.codes, gen)
+            rewards, _ = module._rewards(task, group, images, self.per_prompt, gen)
+            rows.append(images.cpu())
+            record += [{"task": task, "prompt": module._prompt(task, s)[1], "reward": float(r), "codes": c.tolist()}
+                       for s, c, r in zip([s for s in group for _ in range(self.per_prompt)], roll.codes, rewards)]
         if not rows or not trainer.is_global_zero:
             return None
         folder = Path(trainer.default_root_dir) / "samples"

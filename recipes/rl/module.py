@@ -121,9 +121,9 @@ class GRPOModule(L.LightningModule):
     def _decode(self, codes: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         return self._tok[0].decode(codes.to(self.device), steps=self.decode_steps, generator=generator).float()
 
-    def _rewards(self, task: str, samples: list[dict], codes: torch.Tensor, repeat: int,
+    def _rewards(self, task: str, samples: list[dict], images: torch.Tensor, repeat: int,
                  generator: torch.Generator) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        images = self._decode(codes, generator)
+        """Scores of decoded images [len(samples) * repeat, 3, H, W] (each sample's `repeat` images consecutive)."""
         texts = [self._prompt(task, s)[1] for s in samples for _ in range(repeat)]
         if task == "t2i":
             return self.reward(images, texts), self.reward.parts(images, texts)
@@ -146,7 +146,7 @@ class GRPOModule(L.LightningModule):
             sampling = Sampling(temperature=self.temperature[task], top_k=self.top_k)
             roll = sample_groups(self.model, [self._prompt(task, s)[0] for s in group], grid,
                                  group_size=self.group_size, sampling=sampling, generator=gen)
-            r, parts = self._rewards(task, group, roll.codes, self.group_size, gen)
+            r, parts = self._rewards(task, group, self._decode(roll.codes, gen), self.group_size, gen)
             temp = torch.full((len(roll.prompts),), self.temperature[task])
             rows.append((roll.prompts, roll.codes, temp))
             rewards.append(r)
@@ -187,7 +187,7 @@ class GRPOModule(L.LightningModule):
             sampling = Sampling(temperature=self.temperature[task], top_k=self.top_k)
             roll = sample_groups(self.model, [self._prompt(task, s)[0] for s in group], grid, group_size=1,
                                  sampling=sampling, generator=gen)
-            r, _ = self._rewards(task, group, roll.codes, 1, gen)
+            r, _ = self._rewards(task, group, self._decode(roll.codes, gen), 1, gen)
             self.log(f"val/reward/{task}", r.mean(), batch_size=len(group), sync_dist=True)
 
     # -- checkpoints ------------------------------------------------------------------------------------------------
