@@ -131,3 +131,30 @@ def test_demo_recipe_parses_and_asks_for_its_inputs(capsys, tmp_path, monkeypatc
     monkeypatch.chdir(tmp_path)  # no assets, probe, AR export or codes here
     assert main(["train", "--config", str(ROOT / "recipes" / "rl" / "demo.yaml")]) == 2
     assert "config error" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_stage_chain_evaluates_each_stage_into_a_table(rl_chain):
+    from armkit.recipes.autoregressive.evaluate import PretrainedFeatures
+    from armkit.recipes.rl.stages import run_stages
+
+    sft = rl_chain / "rl-export"
+    if not (sft / "config.json").exists():
+        assert main(train_args(rl_chain, "sft-run", "--trainer.max_steps=2")) == 0
+        assert main(["export", "--ckpt", str(rl_chain / "sft-run" / "checkpoints" / "last.ckpt"), "--out",
+                     str(sft)]) == 0
+    out = rl_chain / "stages"
+    rows = run_stages(sft=sft, tokenizer=rl_chain / "tok", codes=str(rl_chain / "codes"),
+                      images=str(rl_chain / "shards"), out=out, features=PretrainedFeatures(weights=None, size=64),
+                      stages=("t2i", "joint"), minutes=2, recipe=Path(RL_TINY), limit=4, steps=2,
+                      extra=["--trainer.enable_progress_bar=false", "--data.init_args.batch_size=6"])
+    assert [r["model"] for r in rows] == ["sft", "sft → t2i", "sft → t2i → joint"]
+    assert all(r["probe_accuracy_generated"] is not None and r["caption_nll"] > 0 for r in rows)
+    assert set(rows[2]["reward_after"]) == {"t2i", "edit"} and rows[1]["reward_before"].keys() == {"t2i"}
+    assert (out / "table.md").read_text().count("\n") == 5
+    # each stage starts from the previous stage's export: the joint run's reference is the t2i export
+    from armkit.recipes.autoregressive.export import load_ar
+
+    t2i = load_ar(out / "t2i" / "export").model.state_dict()
+    ref = torch.load(out / "joint" / "run" / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+    assert all(torch.equal(v, ref[f"ref.{k}"]) for k, v in t2i.items())
