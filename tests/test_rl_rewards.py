@@ -48,8 +48,11 @@ def test_category_probe_scores_the_prompts_class_by_hand(tmp_path):
     # features are mean pixels - 0.5: red image -> (0.5, -0.5, -0.5) -> logits (2, -2, -2)
     right, wrong = math.exp(2) / (math.exp(2) + 2 * math.exp(-2)), math.exp(-2) / (math.exp(2) + 2 * math.exp(-2))
     assert got.tolist() == pytest.approx([right, wrong, right], rel=1e-5)
-    with pytest.raises(ValueError, match="names none"):
+    with pytest.raises(ValueError, match="no class"):
         reward(images[:1], ["a purple star"])
+    lenient = CategoryProbe(image_encoder=PixelFeatures(size=1), classes=classes, unknown=0.0,
+                            probe=str(tmp_path / "probe.safetensors"))
+    assert lenient(images[:2], ["a purple star", "a red circle"]).tolist() == pytest.approx([0.0, right], rel=1e-5)
 
 
 def test_fit_probe_separates_colours_and_feeds_the_reward(tmp_path):

@@ -75,16 +75,18 @@ class CategoryProbe(Reward):
     """softmax(W f(image) + b)[class of the prompt]. The prompt's class: `prompt_classes`, a JSON file {prompt: class
     index} (e.g. emoji names -> their category, written by `recipes/rl/probe.py`), or else the longest of `classes`
     (the probe's class names, in its output order) that the prompt contains, case-insensitive. probe: safetensors
-    with `weight` [K, D] and `bias` [K], fitted on real images' features, never on the policy's samples."""
+    with `weight` [K, D] and `bias` [K], fitted on real images' features, never on the policy's samples. unknown:
+    the score of a prompt with no class (None: an error); any constant is neutral for GRPO (zero advantage)."""
 
     def __init__(self, *, image_encoder: nn.Module, probe: str, classes: list[str] | None = None,
-                 prompt_classes: str | None = None) -> None:
+                 prompt_classes: str | None = None, unknown: float | None = None) -> None:
         super().__init__()
         import json
 
         if (classes is None) == (prompt_classes is None):
             raise ValueError("CategoryProbe: give classes: (names found in prompts) or prompt_classes: (a JSON file)")
         self.image_encoder = image_encoder.requires_grad_(False)
+        self.unknown = unknown
         self.classes = [c.lower() for c in classes] if classes is not None else None
         self.prompt_classes = (json.loads(local_path(prompt_classes).read_text()) if prompt_classes is not None
                                else None)
@@ -97,20 +99,24 @@ class CategoryProbe(Reward):
         self.register_buffer("bias", t["bias"].float())
 
     def class_of(self, prompt: str) -> int:
+        """The prompt's class index, or -1 (scored `unknown`) when it has none and `unknown` is set."""
         if self.prompt_classes is not None:
-            if prompt not in self.prompt_classes:
-                raise ValueError(f"CategoryProbe: prompt {prompt!r} is not in prompt_classes")
-            return int(self.prompt_classes[prompt])
-        found = [(len(c), i) for i, c in enumerate(self.classes) if c in prompt.lower()]
-        if not found:
-            raise ValueError(f"CategoryProbe: prompt {prompt!r} names none of the classes {self.classes}")
-        return max(found)[1]
+            found = [(0, int(self.prompt_classes[prompt]))] if prompt in self.prompt_classes else []
+        else:
+            found = [(len(c), i) for i, c in enumerate(self.classes) if c in prompt.lower()]
+        if found:
+            return max(found)[1]
+        if self.unknown is None:
+            raise ValueError(f"CategoryProbe: prompt {prompt!r} has no class (not in prompt_classes / names none of "
+                             f"{self.classes}); set unknown: to score such prompts with a constant")
+        return -1
 
     def score(self, images, prompts, sources=None, targets=None) -> torch.Tensor:
         feats = image_vectors(self.image_encoder, images).to(self.weight.device)
         probs = (feats @ self.weight.T + self.bias).softmax(-1)
         idx = torch.tensor([self.class_of(p) for p in prompts], device=probs.device)
-        return probs.gather(1, idx[:, None]).squeeze(1).cpu()
+        scores = probs.gather(1, idx.clamp(min=0)[:, None]).squeeze(1)
+        return scores.masked_fill(idx < 0, self.unknown if self.unknown is not None else 0.0).cpu()
 
 
 def fit_probe(features: torch.Tensor, labels: torch.Tensor, num_classes: int, out: str, *, steps: int = 300,
