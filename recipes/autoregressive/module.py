@@ -91,6 +91,7 @@ class ARModule(L.LightningModule):
         return self._step(batch, "val", rng, dropout=False)
 
     # AdamW, warmup, cosine: the tokenizer module's optimizer, which reads only lr/betas/weight_decay/steps
+    param_groups = TokenizerModule.param_groups  # no decay on norms and biases (the AR recipes set weight_decay 0)
     configure_optimizers = TokenizerModule.configure_optimizers
 
     # -- checkpoints ----------------------------------------------------------------------------------------------
