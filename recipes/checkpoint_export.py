@@ -1,14 +1,6 @@
-"""The work behind `armkit export` (its arguments and entry point: recipes/commands/export.py).
+"""The work behind `armkit export`: a training checkpoint -> a self-contained tokenizer folder (hub.save_pretrained), with the card's data, metrics and licences found beside the checkpoint.
 
-`armkit export --ckpt CKPT --out DIR`: a training checkpoint -> a self-contained tokenizer folder.
-
-The folder (config.json, model.safetensors, optional heads.safetensors, README.md, optional torch.export/ONNX
-programs) loads with `Tokenizer.from_pretrained(DIR)` in any codebase with torch, safetensors and the encoder's
-library; see tokenizer/hub.py. The checkpoint is read with torch.load(weights_only=True): it holds the specs as
-plain JSON (`checkpoint["armkit"]`, written by TokenizerModule) and the tensors, so nothing is unpickled and
-lightning is not imported. The model card takes the training data from the run's config.yaml, metrics from an eval
-metrics.json next to the checkpoint (or --metrics), and licences from an `armkit assets` cache's assets.json when
-the weights live there.
+The command's arguments and its full description are in recipes/commands/export.py.
 """
 
 from __future__ import annotations

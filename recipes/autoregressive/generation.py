@@ -1,14 +1,6 @@
-"""The work behind `armkit generate` (its arguments and entry point: recipes/commands/generate.py).
+"""The work behind `armkit generate`: text-to-image, editing and captioning with a trained AR model, rendered by its tokenizer.
 
-`armkit generate --model M --out DIR`: text-to-image, editing or captioning with a trained AR model.
-
-    armkit generate --model AR --prompt "a red circle" [--prompt ...] --num 4 --out DIR     text-to-image
-    armkit generate --model AR --image IN.png --instruction "make it dark skin tone" --out DIR   editing
-    armkit generate --model AR --image IN.png --caption --out DIR                                captioning
-
-M is an AR export folder (`armkit export` of an AR checkpoint) or the checkpoint itself. The images are rendered by
-the tokenizer the codes came from (recorded in the model; `--tokenizer` overrides the path), whose fingerprint must
-match. DIR gets one PNG per sample (NNN.png), grid.png (one row per prompt) and generation.json (every setting).
+The command's arguments and its full description are in recipes/commands/generate.py.
 """
 
 from __future__ import annotations

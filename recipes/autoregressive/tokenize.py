@@ -1,12 +1,6 @@
-"""The work behind `armkit tokenize` (its arguments and entry point: recipes/commands/tokenize.py).
+"""The work behind `armkit tokenize`: image shards -> code shards, resumable, with the tokenizer's fingerprint in meta.json.
 
-`armkit tokenize --tokenizer EXPORT --data SHARDS --out CODES`: encode image shards once into code shards.
-
-Each image shard becomes a code shard of the same name (recipes/autoregressive/codes.py), written to a `.part` file
-and renamed when whole, so a killed run resumes where it stopped: shards already written are skipped (after checking
-they came from the same tokenizer). `--edits skin-tone` adds edit pairs: every image captioned "NAME: TONE skin tone"
-whose plain "NAME" exists becomes a pair (source NAME, instruction "make it TONE skin tone", target the variant), in
-the target's split. meta.json is written last, with the tokenizer's fingerprint.
+The command's arguments and its full description are in recipes/commands/tokenize.py.
 """
 
 from __future__ import annotations
