@@ -1,4 +1,5 @@
-"""The work behind `armkit export`: a training checkpoint -> a self-contained tokenizer folder (hub.save_pretrained), with the card's data, metrics and licences found beside the checkpoint.
+"""The work behind `armkit export`: a training checkpoint -> a self-contained tokenizer folder (hub.save_pretrained),
+with the card's data, metrics and licences found beside the checkpoint.
 
 The command's arguments and its full description are in recipes/commands/export.py.
 """

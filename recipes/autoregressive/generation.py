@@ -1,4 +1,5 @@
-"""The work behind `armkit generate`: text-to-image, editing and captioning with a trained AR model, rendered by its tokenizer.
+"""The work behind `armkit generate`: text-to-image, editing and captioning with a trained AR model, rendered by its
+tokenizer.
 
 The command's arguments and its full description are in recipes/commands/generate.py.
 """

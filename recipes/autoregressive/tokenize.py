@@ -1,4 +1,5 @@
-"""The work behind `armkit tokenize`: image shards -> code shards, resumable, with the tokenizer's fingerprint in meta.json.
+"""The work behind `armkit tokenize`: image shards -> code shards, resumable, with the tokenizer's fingerprint in
+meta.json.
 
 The command's arguments and its full description are in recipes/commands/tokenize.py.
 """
