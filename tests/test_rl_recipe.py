@@ -9,24 +9,13 @@ from pathlib import Path
 
 import pytest
 import torch
-import yaml
 from PIL import Image
+from test_ar_recipes import tiny_tokenizer  # the tiny tokenizer export the AR tests build
 
 from armkit.recipes.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
 RL_TINY = str(ROOT / "recipes" / "rl" / "tiny.yaml")
-
-
-def tiny_tokenizer(out: Path, seed: int) -> Path:
-    """The tiny tokenizer recipe's model at random init, saved as an export (as tests/test_ar_recipes.py makes it)."""
-    from armkit.common.buildable import build
-
-    spec = yaml.safe_load((ROOT / "recipes" / "tokenizer" / "tiny.yaml").read_text())["model"]["tokenizer"]
-    torch.manual_seed(seed)
-    tok = build({"class_path": "armkit.tokenizer.Tokenizer", "init_args": spec})
-    tok.save_pretrained(out)
-    return out
 
 
 def edit_folder(folder: Path, n: int = 16) -> Path:
