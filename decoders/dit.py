@@ -11,6 +11,12 @@ CFG null condition a clean substitute input, and is how the paper's latent decod
 reads Z. The price is a cross-attention per block, small next to self-attention since N <= the patch count. Because
 FSQ leaves little position information in a token, the tokens and the patches get 2-D sin-cos positions in the same
 normalised frame, so token (i, j) of a 16x16 grid and the patches under it start with nearby codes.
+
+`cond_spatial=True` adds a second, direct path for tokens that lie on a grid over the image: each patch's input gets
+the (linearly mapped) embedding of the token over it, the token grid resized to the patch grid. Cross-attention
+still reads every token; the added path spares the network from learning where each token lies before it can copy
+the token's colour into its patch. On the demo (8x8 tokens over 8x8 patches, FSQ between) it gave +1.4 dB after 100
+decoder steps and +3.3 dB at 300 with stages 2+3 (benchmarks/teacher_stages.py, RESULTS.md section 10).
 """
 
 from __future__ import annotations
@@ -114,7 +120,7 @@ class DiT(nn.Module):
 
     def __init__(self, *, in_channels: int, input_size: tuple[int, int], patch_size: int, cond_dim: int, width: int,
                  depth: int, heads: int, mlp_ratio: float = 4.0, cond_grid: tuple[int, int] | None = None,
-                 attention: str = "sdpa") -> None:
+                 attention: str = "sdpa", cond_spatial: bool = False) -> None:
         super().__init__()
         h, w = input_size
         if h % patch_size or w % patch_size:
@@ -126,6 +132,9 @@ class DiT(nn.Module):
         self.t_embed = TimestepEmbedder(width)
         self.cond_embed = nn.Sequential(nn.LayerNorm(cond_dim), nn.Linear(cond_dim, width))
         self.cond_pool = nn.Linear(width, width)
+        # cond_spatial: each patch also gets, added to its input, the embedding of the tokens over it (the token grid
+        # resized to the patch grid); cross-attention still reads every token
+        self.cond_spatial = nn.Linear(width, width) if cond_spatial else None
         self.blocks = nn.ModuleList(Block(width, heads, mlp_ratio, attention) for _ in range(depth))
         self.final_norm = nn.LayerNorm(width, elementwise_affine=False, eps=1e-6)
         self.final_ada = nn.Sequential(nn.SiLU(), nn.Linear(width, 2 * width))
@@ -148,12 +157,23 @@ class DiT(nn.Module):
             nn.init.zeros_(lin.weight)
             nn.init.zeros_(lin.bias)
 
+    def spatial(self, ctx: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+        """[B, N, W] on the token grid -> [B, h*w, W] on the patch grid: area-averaged when the tokens are finer than
+        the patches, nearest-neighbour copies when coarser (each patch reads the one token it lies under)."""
+        b, _, w = ctx.shape
+        fmap = ctx.transpose(1, 2).reshape(b, w, *grid)
+        mode = "area" if grid[0] >= self.grid[0] and grid[1] >= self.grid[1] else "nearest"
+        return nnf.interpolate(fmap, size=self.grid, mode=mode).flatten(2).transpose(1, 2)
+
     def forward(self, x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
         b = x.shape[0]
         tokens = self.patch(x).flatten(2).transpose(1, 2) + self.pos.to(x.dtype)  # [B, h*w, W]
         ctx = self.cond_embed(cond)  # [B, N, W]
         c = self.t_embed(t) + self.cond_pool(ctx.mean(dim=1))  # [B, W]
-        ctx = ctx + sincos_2d(token_grid(cond.shape[1], self.cond_grid), ctx.shape[-1], device=ctx.device).to(ctx.dtype)
+        grid = token_grid(cond.shape[1], self.cond_grid)
+        if self.cond_spatial is not None:
+            tokens = tokens + self.spatial(self.cond_spatial(ctx), grid)
+        ctx = ctx + sincos_2d(grid, ctx.shape[-1], device=ctx.device).to(ctx.dtype)
         for block in self.blocks:
             tokens = block(tokens, c, ctx)
         shift, scale = self.final_ada(c)[:, None].chunk(2, dim=-1)
@@ -179,7 +199,7 @@ class PixelDiT(FlowDecoder):
                  mlp_ratio: float = 4.0, cond_grid: list[int] | None = None, cond_dropout: float = 0.1,
                  time_sampling: str = "uniform", logit_mean: float = 0.0, logit_std: float = 1.0,
                  sample_shift: float = 1.0, prediction: str = "velocity", t_clamp: float = 0.05,
-                 attention: str = "auto") -> None:
+                 attention: str = "auto", cond_spatial: bool = False) -> None:
         super().__init__(cond_dim=cond_dim, cond_dropout=cond_dropout, time_sampling=time_sampling,
                          logit_mean=logit_mean, logit_std=logit_std, sample_shift=sample_shift,
                          prediction=prediction, t_clamp=t_clamp)
@@ -187,7 +207,8 @@ class PixelDiT(FlowDecoder):
         width, depth, heads = dit_dims(size, width, depth, heads)
         self.net = DiT(in_channels=3, input_size=self.image_size, patch_size=patch_size, cond_dim=self.cond_dim,
                        width=width, depth=depth, heads=heads, mlp_ratio=mlp_ratio,
-                       cond_grid=as_hw(cond_grid, "cond_grid") if cond_grid is not None else None, attention=attention)
+                       cond_grid=as_hw(cond_grid, "cond_grid") if cond_grid is not None else None, attention=attention,
+                       cond_spatial=cond_spatial)
 
     @property
     def space_shape(self) -> tuple[int, int, int]:

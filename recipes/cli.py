@@ -42,7 +42,8 @@ class_path / init_args block in YAML, so a new part plugs in without editing the
 (weights files, shard folders, FSQ levels) before any model is built.
 
 options:
-  --config RECIPE.yaml   the recipe; shipped ones: recipes/tokenizer/{tiny,demo,paper,ablation}.yaml
+  --config RECIPE.yaml   the recipe; shipped ones: recipes/tokenizer/{tiny,demo,paper,ablation}.yaml,
+                         recipes/decoder/{tiny,demo}.yaml (a decoder on a frozen export), recipes/ar/*, recipes/rl/*
   --KEY=VALUE            override any key, e.g. --trainer.max_steps=200 --data.batch_size=32
                          --model.losses.init_args.losses.sigmoid.init_args.enabled=false
   --trainer.strategy=ddp|fsdp --trainer.devices=N --trainer.precision=bf16-mixed

@@ -17,8 +17,15 @@ class StepProgressBar(TQDMProgressBar):
 
     train_description = "train"
 
+    def on_train_start(self, trainer: L.Trainer, *_: Any) -> None:
+        super().on_train_start(trainer)
+        self._count_steps(trainer)  # a run resumed mid-"epoch" gets no on_train_epoch_start
+
     def on_train_epoch_start(self, trainer: L.Trainer, *_: Any) -> None:
         super().on_train_epoch_start(trainer)
+        self._count_steps(trainer)
+
+    def _count_steps(self, trainer: L.Trainer) -> None:
         bar = self.train_progress_bar
         bar.reset(total=trainer.max_steps if trainer.max_steps and trainer.max_steps > 0 else None)
         bar.initial = bar.n = trainer.global_step  # ETA counts only the steps this process will run

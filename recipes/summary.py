@@ -25,14 +25,17 @@ def loss_curves(metrics_csv: Path) -> dict[str, tuple[list[int], list[float]]]:
     return curves
 
 
-def write_summary(metrics_csv: Path, grid_png: Path | None, out: Path, *, title: str = "") -> Path:
-    """Loss curves (one panel per loss, train and val) on the left, the reconstruction grid on the right."""
+def write_summary(metrics_csv: Path | list[Path], grid_png: Path | None, out: Path, *, title: str = "") -> Path:
+    """Loss curves (one panel per loss, train and val) on the left, the reconstruction grid on the right.
+    Several CSVs (the stages of one demo) are read in order; each stage logs its own loss names."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    curves = loss_curves(metrics_csv)
+    curves = {}
+    for path in metrics_csv if isinstance(metrics_csv, list) else [metrics_csv]:
+        curves.update(loss_curves(path))
     names = sorted({k.split("/loss/")[1] for k in curves}) or ["(none logged yet)"]
     rows = (len(names) + 1) // 2
     fig = plt.figure(figsize=(16, max(4.0, 2.6 * rows)), constrained_layout=True)

@@ -12,7 +12,9 @@ from pathlib import Path
 
 import torch
 
-TINY = Path(__file__).resolve().parents[1] / "recipes" / "tokenizer" / "tiny.yaml"
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ROOT / "recipes" / "tokenizer" / "tiny.yaml"
+DECODER_TINY = ROOT / "recipes" / "decoder" / "tiny.yaml"
 
 
 def run(*args: str) -> subprocess.CompletedProcess:
@@ -21,8 +23,9 @@ def run(*args: str) -> subprocess.CompletedProcess:
                           env=env, timeout=600)
 
 
-def demo(shards: Path, out: Path, steps: int) -> subprocess.CompletedProcess:
+def demo(shards: Path, out: Path, steps: int, decoder_steps: int = 0) -> subprocess.CompletedProcess:
     done = run("demo", "--config", str(TINY), "--data", str(shards), "--out", str(out), "--steps", str(steps),
+               "--decoder-config", str(DECODER_TINY), "--decoder-steps", str(decoder_steps), "--ar-steps", "0",
                "--eval-limit", "4", "--", "--trainer.enable_progress_bar=false")
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     return done
@@ -54,6 +57,23 @@ def test_demo_trains_fixed_steps_and_uses_its_own_last_step(tiny_shards, tmp_pat
     assert "version_1" in grid and Path(grid).is_file(), "the grid printed is not this run's"
 
 
+def test_demo_decoder_stage_trains_only_the_decoder_and_exports_it(tiny_shards, tmp_path):
+    from safetensors.torch import load_file
+
+    out = tmp_path / "demo"
+    done = demo(tiny_shards, out, 6, decoder_steps=5)
+    ckpt = Path(re.search(r"checkpoint\s+: (\S+)", done.stdout).group(1))
+    assert ckpt.parent.parent == out / "decoder" and ckpt_step(ckpt) == 5
+    assert json.loads((out / "metrics.json").read_text())["tokenizer"]["path"] == str(ckpt.resolve())
+    first, final = load_file(str(out / "tokenizer" / "model.safetensors")), load_file(str(out / "export" /
+                                                                                          "model.safetensors"))
+    assert first.keys() == final.keys()
+    changed = {k for k in first if not torch.equal(first[k], final[k])}
+    assert changed and all(k.startswith("decoder.") for k in changed), sorted(changed)[:4]
+    assert (out / "export" / "heads.safetensors").is_file()  # the tokenizer's loss heads ride along
+    assert "decoder, 5 steps" in done.stdout
+
+
 def test_progress_bar_counts_steps_out_of_max_steps(tiny_shards, tmp_path):
     done = run("train", "--config", str(TINY), f"--data.train={tiny_shards}", f"--data.val={tiny_shards}",
                f"--trainer.default_root_dir={tmp_path}", "--trainer.max_steps=13", "--trainer.val_check_interval=20")
@@ -61,6 +81,14 @@ def test_progress_bar_counts_steps_out_of_max_steps(tiny_shards, tmp_path):
     text = done.stdout.replace("\r", "\n")
     assert re.search(r"^train: 100%\|.*\| 13/13 \[", text, re.M), text[-2000:]
     assert not re.search(r"/-\d|Epoch 0/", text)
+    resumed = run("train", "--config", str(TINY), f"--data.train={tiny_shards}", f"--data.val={tiny_shards}",
+                  f"--trainer.default_root_dir={tmp_path}", "--trainer.max_steps=16", "--trainer.val_check_interval=20",
+                  "--ckpt_path", "last")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    text = resumed.stdout.replace("\r", "\n")
+    assert re.search(r"^train:  *81%\|.*\| 13/16 \[", text, re.M), text[-2000:]  # starts at the restored step
+    assert re.search(r"^train: 100%\|.*\| 16/16 \[", text, re.M), text[-2000:]
+    assert not re.search(r"\| [1-9]\d*/\? \[", text), "a resumed run's bar lost its total"
 
 
 def test_grid_is_upscaled_with_nearest_neighbour_and_summary_is_written(tiny_shards, tmp_path):

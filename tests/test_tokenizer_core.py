@@ -128,3 +128,29 @@ def test_cnn_stage_tokens():
     enc = TimmEncoder("efficientnet_lite0", image_size=64, stage=3)
     feats = enc(torch.rand(2, 3, 64, 64))
     assert feats.shape == (2, enc.grid[0] * enc.grid[1], enc.width)
+
+
+def test_several_cnn_stages_fold_onto_the_coarsest_grid():
+    """Stages [1, 2, 3] hold, per 8x8 cell, each stage's own map over that cell (timm's single-stage output,
+    computed separately), finer maps read space-to-depth."""
+    from armkit.tokenizer.encoders import TimmEncoder
+
+    torch.manual_seed(0)
+    multi = TimmEncoder("efficientnet_lite0", image_size=64, stage=[1, 2, 3])
+    x = torch.rand(2, 3, 64, 64)
+    feats = multi(x)  # [2, 4*4, C1*16 + C2*4 + C3]
+    singles = []
+    for s in (1, 2, 3):
+        one = TimmEncoder("efficientnet_lite0", image_size=64, stage=s)
+        one.load_state_dict(multi.state_dict())
+        singles.append(one.features(one.preprocess(x), keep_grid=True))
+    (c1, h1, _), (c2, h2, _), (c3, h3, w3) = (m.shape[1:] for m in singles)
+    assert (h1, h2, h3) == (16, 8, 4) and multi.grid == (4, 4) and multi.width == 16 * c1 + 4 * c2 + c3
+    cell = feats.reshape(2, 4, 4, -1)[:, 1, 2]  # the token of grid cell (row 1, col 2)
+    assert torch.equal(cell[:, -c3:], singles[2][:, :, 1, 2])
+    stage2 = cell[:, 16 * c1:16 * c1 + 4 * c2].reshape(2, c2, 2, 2)  # pixel_unshuffle's (channel, dy, dx) order
+    assert torch.equal(stage2, singles[1][:, :, 2:4, 4:6])
+    stage1 = cell[:, :16 * c1].reshape(2, c1, 4, 4)
+    assert torch.equal(stage1, singles[0][:, :, 4:8, 8:12])
+    with pytest.raises(ValueError, match="a list of stages needs a CNN"):
+        TimmEncoder("vit_tiny_patch16_224", image_size=32, stage=[1, 2])

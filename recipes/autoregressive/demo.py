@@ -1,11 +1,13 @@
 """The AR half of `armkit demo`: tokenize the emoji once, train `recipes/ar/demo.yaml`, export, and generate
 text-to-image samples for held-out emoji names and skin-tone edits of held-out variants.
 
-Called by the demo command after the tokenizer is exported:
+`armkit demo` calls it after the tokenizer is exported; on its own:
 
     from armkit.recipes.autoregressive.demo import run_ar_demo
     grid = run_ar_demo(tokenizer=Path("runs/demo/export"), data=Path("data/emoji"), out=Path("runs/demo/ar"),
-                       minutes=5)
+                       steps=600)
+
+It trains a fixed number of steps (not minutes), so its result does not depend on the machine's load.
 
 Everything lands in `out`: codes/, run/ (checkpoints, CSV logs), export/, t2i/ (one PNG per sample, grid.png: one
 row per held-out name), edit/ (source reconstruction, then the edits) and summary.json; the return value is the
@@ -48,7 +50,7 @@ def save_codes_png(tokenizer: Path, codes: list[int], path: Path) -> None:
     save_image(tok.decode(torch.tensor([codes]), steps=25, generator=torch.Generator().manual_seed(0)), path)
 
 
-def run_ar_demo(*, tokenizer: Path, data: Path, out: Path, minutes: float = 5.0, names: int = 6, edits: int = 2,
+def run_ar_demo(*, tokenizer: Path, data: Path, out: Path, steps: int = 600, names: int = 6, edits: int = 2,
                 samples: int = 4, extra: list[str] = ()) -> Path:
     started = time.time()
     codes = out / "codes"
@@ -58,14 +60,15 @@ def run_ar_demo(*, tokenizer: Path, data: Path, out: Path, minutes: float = 5.0,
         if armkit(["tokenize", "--tokenizer", str(tokenizer), "--data", str(data), "--out", str(codes),
                    "--edits", "skin-tone"]) != 0:
             raise RuntimeError("armkit tokenize failed")
-    print(f"\n== armkit demo (AR): training {RECIPE.name} for at most {minutes:g} minutes", flush=True)
-    h, m = divmod(int(minutes * 60), 3600)
+    print(f"\n== armkit demo (AR): training {RECIPE.name} for {steps} steps", flush=True)
     run = out / "run"
-    if armkit(["train", "--config", str(RECIPE), f"--data.init_args.train={codes}", f"--data.init_args.val={codes}",
-               f"--trainer.default_root_dir={run}", f"--trainer.max_time=00:{h:02d}:{m // 60:02d}:{m % 60:02d}",
-               *extra]) != 0:
-        raise RuntimeError("armkit train (AR) failed")
-    if armkit(["export", "--ckpt", str(run / "checkpoints" / "last.ckpt"), "--out", str(out / "export")]) != 0:
+    from armkit.recipes.commands.train import fit
+
+    trainer = fit(["--config", str(RECIPE), f"--data.init_args.train={codes}", f"--data.init_args.val={codes}",
+                   f"--trainer.default_root_dir={run}", f"--trainer.max_steps={steps}",
+                   f"--model.init_args.cosine_steps={steps}", "--trainer.max_time=null", *extra]).trainer
+    ckpt = Path(trainer.checkpoint_callback.last_model_path)  # this run's own (last-v1.ckpt after an older run)
+    if armkit(["export", "--ckpt", str(ckpt), "--out", str(out / "export")]) != 0:
         raise RuntimeError("armkit export (AR) failed")
     prompts, pairs = held_out(codes, names=names, edits=edits)
     print(f"\n== armkit demo (AR): generating {len(prompts)} held-out names and {len(pairs)} edits", flush=True)
@@ -86,7 +89,7 @@ def run_ar_demo(*, tokenizer: Path, data: Path, out: Path, minutes: float = 5.0,
         edit_dirs.append({"target": pair["caption"], "instruction": pair["edit"]["instruction"],
                           "grid": str(folder / "grid.png")})
     summary = {"prompts": prompts, "t2i_grid": str(out / "t2i" / "grid.png"), "edits": edit_dirs,
-               "minutes": round((time.time() - started) / 60, 1)}
+               "steps": trainer.global_step, "minutes": round((time.time() - started) / 60, 1)}
     (out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
     print(f"\nAR demo done in {summary['minutes']} min. Text-to-image for held-out names (one row each: "
           f"{', '.join(prompts)}): {summary['t2i_grid']}")
@@ -96,15 +99,15 @@ def run_ar_demo(*, tokenizer: Path, data: Path, out: Path, minutes: float = 5.0,
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m armkit.recipes.autoregressive.demo --tokenizer runs/demo/export` (until `armkit demo` calls it)."""
+    """`python -m armkit.recipes.autoregressive.demo --tokenizer runs/demo/export`: the AR half alone."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tokenizer", type=Path, default=Path("runs/demo/export"))
     parser.add_argument("--data", type=Path, default=Path("data/emoji"))
     parser.add_argument("--out", type=Path, default=Path("runs/demo/ar"))
-    parser.add_argument("--minutes", type=float, default=5.0)
+    parser.add_argument("--steps", type=int, default=600)
     parser.add_argument("train_args", nargs="*", help="extra LightningCLI overrides after `--`")
     args = parser.parse_args(argv)
-    run_ar_demo(tokenizer=args.tokenizer, data=args.data, out=args.out, minutes=args.minutes,
+    run_ar_demo(tokenizer=args.tokenizer, data=args.data, out=args.out, steps=args.steps,
                 extra=args.train_args)
     return 0
 

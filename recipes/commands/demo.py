@@ -1,8 +1,12 @@
 """`armkit demo`: the README's main job, on the embedded default (emoji + EfficientNet-Lite0/MiniLM/SmolLM2).
 
-Writes the emoji shards and converts the frozen models if they are missing, trains `recipes/tokenizer/demo.yaml`
-for a fixed number of steps (so the result does not depend on the machine's load), evaluates the checkpoint of
-the step this run ended on, exports it, and prints where the reconstruction grid, the metrics and the export are.
+Writes the emoji shards and converts the frozen models if they are missing, then, each stage for a fixed number of
+steps (so the result does not depend on the machine's load):
+1. trains the tokenizer (`recipes/tokenizer/demo.yaml`) and exports it to OUT/tokenizer;
+2. trains ARM's second decoder alone on that frozen tokenizer (`recipes/decoder/demo.yaml`), evaluates this run's
+   checkpoint on the held-out emoji and exports it, with its metrics, to OUT/export;
+3. trains the AR model on the export's codes and generates emoji from held-out names and skin-tone edits (OUT/ar).
+It prints where the reconstruction grid, the summary (curves + grid), the metrics, the export and the samples are.
 """
 
 from __future__ import annotations
@@ -15,12 +19,18 @@ from pathlib import Path
 from armkit.recipes.cli import main as armkit
 
 RECIPE = Path(__file__).resolve().parents[1] / "tokenizer" / "demo.yaml"
+DECODER_RECIPE = Path(__file__).resolve().parents[1] / "decoder" / "demo.yaml"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.description = __doc__.splitlines()[0]
-    parser.add_argument("--steps", type=int, help="training steps (default: the recipe's trainer.max_steps)")
-    parser.add_argument("--config", type=Path, default=RECIPE, help=f"training recipe (default {RECIPE.name})")
+    parser.add_argument("--steps", type=int, help="tokenizer steps (default: the recipe's trainer.max_steps)")
+    parser.add_argument("--decoder-steps", type=int, help="decoder-stage steps (default: its recipe's max_steps; "
+                        "0 skips the stage and keeps the tokenizer's own decoder)")
+    parser.add_argument("--decoder-config", type=Path, default=DECODER_RECIPE,
+                        help=f"decoder-stage recipe (default {DECODER_RECIPE.parent.name}/{DECODER_RECIPE.name})")
+    parser.add_argument("--ar-steps", type=int, default=200, help="AR steps (default 200; 0 skips the AR stage)")
+    parser.add_argument("--config", type=Path, default=RECIPE, help=f"tokenizer recipe (default {RECIPE.name})")
     parser.add_argument("--data", type=Path, default=Path("data/emoji"), help="emoji shard folder (made if missing)")
     parser.add_argument("--out", type=Path, default=Path("runs/demo"), help="run folder (default runs/demo)")
     parser.add_argument("--eval-limit", type=int, default=338, help="validation images to evaluate (default all 338)")
@@ -34,6 +44,27 @@ def step(title: str) -> float:
     return time.time()
 
 
+def train_stage(argv: list[str], resume: bool) -> tuple[object, Path] | None:
+    """Fit one recipe; (trainer, this run's last checkpoint), or None after printing why not. Lightning names the
+    last checkpoint `last-v1.ckpt` when an older run's `last.ckpt` is there, so the trainer says which is ours."""
+    from armkit.recipes.commands.train import ConfigCheckError, fit  # here: `armkit demo --help` stays light
+
+    try:
+        trainer = fit([*argv, *(["--ckpt_path", "last"] if resume else [])]).trainer
+    except ConfigCheckError as e:
+        print(e.code)
+        return None
+    ckpt = Path(trainer.checkpoint_callback.last_model_path) if trainer.checkpoint_callback else None
+    if ckpt is None or not ckpt.is_file():
+        print("armkit demo: the recipe saved no last checkpoint (a ModelCheckpoint with save_last: true is needed)")
+        return None
+    return trainer, ckpt
+
+
+def grid_of(trainer) -> Path | None:
+    return next((cb.last_path for cb in trainer.callbacks if isinstance(getattr(cb, "last_path", None), Path)), None)
+
+
 def run(args: argparse.Namespace) -> int:
     started = time.time()
     if not (args.data / "meta.json").is_file():
@@ -44,32 +75,36 @@ def run(args: argparse.Namespace) -> int:
         step("frozen models (armkit assets)")
         if armkit(["assets"]) != 0:
             return 1
-
-    steps = f"{args.steps} steps" if args.steps else "the recipe's max_steps"
-    t = step(f"training {args.config.name} for {steps}")
-    train = ["--config", str(args.config), f"--data.train={args.data}", f"--data.val={args.data}",
-             f"--trainer.default_root_dir={args.out}", "--trainer.max_time=null", *args.train_args]
-    if args.steps:
-        train.insert(2, f"--trainer.max_steps={args.steps}")  # before train_args, so `-- --trainer.max_steps` wins
-    if args.resume:
-        train += ["--ckpt_path", "last"]
-    from armkit.recipes.commands.train import ConfigCheckError, fit  # here: `armkit demo --help` stays light
     from armkit.recipes.summary import write_summary
 
-    try:
-        trainer = fit(train).trainer
-    except ConfigCheckError as e:
-        print(e.code)
+    data = [f"--data.train={args.data}", f"--data.val={args.data}"]
+    steps = f"{args.steps} steps" if args.steps else "the recipe's max_steps"
+    t = step(f"1/3 training the tokenizer ({args.config.name}) for {steps}")
+    train = ["--config", str(args.config), *data, f"--trainer.default_root_dir={args.out}", "--trainer.max_time=null",
+             *([f"--trainer.max_steps={args.steps}", f"--model.cosine_steps={args.steps}"] if args.steps else []),
+             *args.train_args]  # train_args win
+    fitted = train_stage(train, args.resume)
+    if fitted is None:
         return 2
-    train_minutes = (time.time() - t) / 60
-    # This run's own files: Lightning names the last checkpoint `last-v1.ckpt` when an older run's `last.ckpt` is
-    # there, and the CSV logger starts a new version_N folder per run.
-    ckpt = Path(trainer.checkpoint_callback.last_model_path) if trainer.checkpoint_callback else None
-    if ckpt is None or not ckpt.is_file():
-        print("armkit demo: the recipe saved no last checkpoint (a ModelCheckpoint with save_last: true is needed)")
+    trainer, ckpt = fitted
+    stages = [(f"tokenizer, {trainer.global_step} steps", time.time() - t, trainer)]
+    tokenizer = args.out / "tokenizer"
+    if armkit(["export", "--ckpt", str(ckpt), "--out", str(tokenizer)]) != 0:
         return 1
-    grid = next((cb.last_path for cb in trainer.callbacks if isinstance(getattr(cb, "last_path", None), Path)), None)
-    log_dir = Path(trainer.loggers[0].log_dir) if trainer.loggers else args.out
+
+    if args.decoder_steps != 0:
+        t = step(f"2/3 training the decoder alone on the frozen tokenizer ({args.decoder_config.name})")
+        train = ["--config", str(args.decoder_config), f"--model.init_args.tokenizer={tokenizer}",
+                 *(f"--data.init_args.{a[len('--data.'):]}" for a in data),
+                 f"--trainer.default_root_dir={args.out / 'decoder'}"]
+        if args.decoder_steps:
+            n = args.decoder_steps
+            train += [f"--trainer.max_steps={n}", f"--model.init_args.cosine_steps={n}"]
+        fitted = train_stage(train, args.resume)
+        if fitted is None:
+            return 2
+        trainer, ckpt = fitted
+        stages.append((f"decoder, {trainer.global_step} steps", time.time() - t, trainer))
 
     step("evaluating on the validation shards")
     metrics = args.out / "metrics.json"
@@ -80,15 +115,25 @@ def run(args: argparse.Namespace) -> int:
     export = args.out / "export"
     if armkit(["export", "--ckpt", str(ckpt), "--out", str(export), "--metrics", str(metrics)]) != 0:
         return 1
-
     found = json.loads(metrics.read_text())
     shown = {k: v for k, v in found.get("metrics", found).items() if isinstance(v, (int, float))}
-    total_minutes = (time.time() - started) / 60
     headline = ", ".join(f"{k} {shown[k]:.3g}" for k in ("psnr", "zeroshot_top1_balanced") if k in shown)
-    summary = write_summary(log_dir / "metrics.csv", grid, args.out / "summary.png",
-                            title=f"armkit demo: {args.config.name}, {trainer.global_step} steps; held-out {headline}")
-    print(f"\n== armkit demo: done in {total_minutes:.1f} min (training {trainer.global_step} steps in "
-          f"{train_minutes:.1f} min)")
+    logs = [Path(tr.loggers[0].log_dir) / "metrics.csv" for _, _, tr in stages if tr.loggers]
+    grid = grid_of(stages[-1][2])
+    title = f"armkit demo: {' + '.join(name for name, _, _ in stages)}; held-out {headline}"
+    summary = write_summary(logs, grid, args.out / "summary.png", title=title)
+
+    ar_grid = None
+    if args.ar_steps:
+        from armkit.recipes.autoregressive.demo import run_ar_demo
+
+        t = step(f"3/3 the AR model on the export's codes, {args.ar_steps} steps (recipes/ar/demo.yaml)")
+        ar_grid = run_ar_demo(tokenizer=export, data=args.data, out=args.out / "ar", steps=args.ar_steps)
+        stages.append(("AR model", time.time() - t, None))
+
+    total_minutes = (time.time() - started) / 60
+    print(f"\n== armkit demo: done in {total_minutes:.1f} min (" +
+          ", ".join(f"{name}: {seconds / 60:.1f} min" for name, seconds, _ in stages) + ")")
     print(f"reconstruction grid : {grid or '(none)'}")
     print(f"summary (curves+grid): {summary}")
     print(f"metrics             : {metrics}")
@@ -96,4 +141,6 @@ def run(args: argparse.Namespace) -> int:
         print(f"    {k:<28} {v:.4g}")
     print(f"export              : {export}  (Tokenizer.from_pretrained('{export}'))")
     print(f"checkpoint          : {ckpt}")
+    if ar_grid is not None:
+        print(f"AR samples          : {ar_grid}  (held-out names, one row each; edits in {args.out / 'ar'})")
     return 0

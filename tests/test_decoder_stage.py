@@ -1,0 +1,79 @@
+"""The decoder stage (recipes/decoder_module.py): only the decoder trains on a frozen export; its checkpoint exports
+as the source export with the decoder replaced, and resumes exactly."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from armkit.recipes.cli import main
+from armkit.tokenizer import Tokenizer
+from armkit.tokenizer.hub import read_safetensors
+from tests.test_ar_recipes import tiny_tokenizer
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = str(ROOT / "recipes" / "decoder" / "tiny.yaml")
+
+
+def args(export: Path, shards: Path, run: Path, *extra: str) -> list[str]:
+    return ["train", "--config", TINY, f"--model.init_args.tokenizer={export}", f"--data.init_args.train={shards}",
+            f"--data.init_args.val={shards}", f"--trainer.default_root_dir={run}",
+            "--trainer.enable_progress_bar=false", *extra]
+
+
+@pytest.fixture(scope="module")
+def stage(tiny_shards, tmp_path_factory):
+    root = tmp_path_factory.mktemp("decoder-stage")
+    export = tiny_tokenizer(root / "tok", seed=0)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as the tests run (conftest): a module fixture is set up before that autouse fixture
+    try:
+        assert main(args(export, tiny_shards, root / "run")) == 0
+    finally:
+        torch.set_num_threads(threads)
+    return root, export
+
+
+def test_only_the_decoder_changes_and_the_export_carries_it(stage):
+    root, export = stage
+    before = read_safetensors(export / "model.safetensors")
+    out = root / "export2"
+    assert main(["export", "--ckpt", str(root / "run" / "checkpoints" / "last.ckpt"), "--out", str(out)]) == 0
+    after = read_safetensors(out / "model.safetensors")
+    assert before.keys() == after.keys()
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert changed and all(k.startswith("decoder.") for k in changed), sorted(changed)[:5]
+    assert any(k.startswith("decoder.net.blocks") for k in changed)  # the network itself trained, not only a bias
+    tok, src = Tokenizer.from_pretrained(out), Tokenizer.from_pretrained(export)
+    images = torch.rand(2, 3, 32, 32)
+    assert torch.equal(tok.encode(images), src.encode(images))  # same codes: the tokenizer stayed frozen
+
+
+def test_resume_is_exact(stage, tiny_shards, tmp_path):
+    root, export = stage
+    half = tmp_path / "half"
+    assert main(args(export, tiny_shards, half, "--trainer.max_steps=10")) == 0
+    assert main(args(export, tiny_shards, half, "--ckpt_path", "last")) == 0
+    a = torch.load(root / "run" / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+    b = torch.load(half / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a), [k for k in a if not torch.equal(a[k], b[k])][:3]
+
+
+def test_a_decoder_of_the_wrong_width_is_refused(tmp_path):
+    from armkit.decoders import PixelDiT
+    from armkit.recipes.decoder_module import DecoderModule
+
+    export = tiny_tokenizer(tmp_path / "tok", seed=0)
+    with pytest.raises(ValueError, match="cond_dim 7 != the tokenizer's embed_dim"):
+        DecoderModule(tokenizer=str(export), decoder=PixelDiT(image_size=32, patch_size=8, cond_dim=7, size="tiny"))
+
+
+def test_resuming_on_another_tokenizer_is_refused(stage, tiny_shards, tmp_path, capsys):
+    root, export = stage
+    other = tiny_tokenizer(tmp_path / "other", seed=1)
+    ckpt = root / "run" / "checkpoints" / "last.ckpt"
+    with pytest.raises(ValueError, match="this decoder was trained on the tokenizer"):
+        main(args(other, tiny_shards, tmp_path / "run", "--trainer.max_steps=30", "--ckpt_path", str(ckpt)))
