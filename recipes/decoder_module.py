@@ -41,6 +41,7 @@ class DecoderModule(TokenizerModule):
                 raise ValueError(f"model.decoder: cond_dim {decoder.cond_dim} != the tokenizer's embed_dim "
                                  f"{tok.embed_dim} ({tokenizer})")
             tok.decoder = decoder
+            tok.__dict__["_init_args"]["decoder"] = decoder  # the spec checkpoints and exports record (Buildable)
         if tok.decoder is None:
             raise ValueError(f"{tokenizer} has no decoder: give model.decoder (a class_path block) to train one")
         for p in [*tok.parameters(), *(heads.parameters() if heads is not None else ())]:

@@ -77,3 +77,16 @@ def test_resuming_on_another_tokenizer_is_refused(stage, tiny_shards, tmp_path, 
     ckpt = root / "run" / "checkpoints" / "last.ckpt"
     with pytest.raises(ValueError, match="this decoder was trained on the tokenizer"):
         main(args(other, tiny_shards, tmp_path / "run", "--trainer.max_steps=30", "--ckpt_path", str(ckpt)))
+
+
+def test_a_new_decoder_from_yaml_is_what_the_export_holds(stage, tiny_shards, tmp_path):
+    _, export = stage
+    run = tmp_path / "run"
+    new = ('{"class_path": "armkit.decoders.PixelDiT", "init_args": {"image_size": 32, "patch_size": 8, '
+           f'"cond_dim": {Tokenizer.from_pretrained(export).embed_dim}, "size": "tiny", "cond_spatial": true}}}}')
+    assert main(args(export, tiny_shards, run, "--trainer.max_steps=3", f"--model.init_args.decoder={new}")) == 0
+    out = tmp_path / "export"
+    assert main(["export", "--ckpt", str(run / "checkpoints" / "last.ckpt"), "--out", str(out)]) == 0
+    tok = Tokenizer.from_pretrained(out)
+    assert tok.decoder.net.cond_spatial is not None and tok.decoder.net.patch_size == 8
+    assert tok.decode(tok.encode(torch.rand(1, 3, 32, 32)), steps=2).shape == (1, 3, 32, 32)

@@ -40,15 +40,19 @@ def read_image(path: Path, size: int) -> torch.Tensor:
         return image_tensor(img, size)[None]  # [1, 3, S, S]
 
 
-def save_images(images: torch.Tensor, out: Path, per_row: int) -> list[str]:
+def save_images(images: torch.Tensor, out: Path, per_row: int, *, min_size: int = 96) -> list[str]:
+    """One PNG per sample at the decoder's size, and grid.png with each sample enlarged by nearest neighbour (each
+    pixel a square block) to at least `min_size` px, so 32-px samples can be judged."""
     from torchvision.utils import make_grid, save_image
 
     names = []
     for i, img in enumerate(images):
         names.append(f"{i:03d}.png")
         save_image(img, out / names[-1])
-    save_image(make_grid(images, nrow=per_row, padding=2, pad_value=1.0),
-               out / "grid.png")
+    factor = -(-min_size // min(images.shape[-2:]))  # ceil: the smallest whole factor reaching min_size
+    shown = torch.nn.functional.interpolate(images.float(), scale_factor=factor, mode="nearest") if factor > 1 \
+        else images
+    save_image(make_grid(shown, nrow=per_row, padding=4, pad_value=1.0), out / "grid.png")
     return names
 
 
