@@ -245,3 +245,15 @@ def test_paper_and_demo_recipes_parse_and_ask_for_their_inputs(recipe, names, ca
     monkeypatch.chdir(tmp_path)  # no data/emoji-codes here
     assert main(["train", "--config", str(ROOT / "recipes" / "ar" / f"{recipe}.yaml")]) == 2
     assert names in capsys.readouterr().out
+
+
+def test_pretrained_features_in_chunks_equal_one_batch():
+    """The feature network runs in chunks (2,000 images at 224 px at once need over 20 GB); chunking changes nothing."""
+    from armkit.recipes.autoregressive.evaluate import PretrainedFeatures
+
+    torch.manual_seed(0)
+    net = PretrainedFeatures(weights=None, size=32)
+    images = torch.rand(5, 3, 32, 32)
+    whole = net(images, batch_size=64)
+    assert torch.allclose(net(images, batch_size=2), whole, atol=1e-5)  # 2 + 2 + 1: the remainder is kept
+    assert whole.shape == (5, net.net.num_features)

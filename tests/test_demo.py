@@ -58,6 +58,7 @@ def test_demo_trains_fixed_steps_and_uses_its_own_last_step(tiny_shards, tmp_pat
 
 
 def test_demo_decoder_stage_trains_only_the_decoder_and_exports_it(tiny_shards, tmp_path):
+    from PIL import Image
     from safetensors.torch import load_file
 
     out = tmp_path / "demo"
@@ -72,6 +73,16 @@ def test_demo_decoder_stage_trains_only_the_decoder_and_exports_it(tiny_shards, 
     assert changed and all(k.startswith("decoder.") for k in changed), sorted(changed)[:4]
     assert (out / "export" / "heads.safetensors").is_file()  # the tokenizer's loss heads ride along
     assert "decoder, 5 steps" in done.stdout
+    # the grid printed (the decoder stage's) is enlarged by nearest neighbour, and the summary is written
+    grid = Path(re.search(r"reconstruction grid : (\S+)", done.stdout).group(1))
+    image = torch.from_numpy(__import__("numpy").array(Image.open(grid).convert("RGB")))  # [H, W, 3]
+    cell = 96  # tiny.yaml decodes 32 px: a factor of 3, each decoded pixel a 3x3 block
+    assert image.shape[0] >= cell and image.shape[1] >= 8 * cell  # 4 images: one row of 4 (input | decode)
+    shown = image[4:4 + cell, 4:4 + cell]  # padding 4, then the first input, enlarged
+    blocks = shown.reshape(32, 3, 32, 3, 3)
+    assert (blocks == blocks[:, :1, :, :1]).all(), "not a nearest-neighbour enlargement"
+    summary = Path(re.search(r"summary \(curves\+grid\): (\S+)", done.stdout).group(1))
+    assert summary.is_file() and Image.open(summary).size[0] >= 1000
 
 
 def test_progress_bar_counts_steps_out_of_max_steps(tiny_shards, tmp_path):
@@ -89,18 +100,3 @@ def test_progress_bar_counts_steps_out_of_max_steps(tiny_shards, tmp_path):
     assert re.search(r"^train:  *81%\|.*\| 13/16 \[", text, re.M), text[-2000:]  # starts at the restored step
     assert re.search(r"^train: 100%\|.*\| 16/16 \[", text, re.M), text[-2000:]
     assert not re.search(r"\| [1-9]\d*/\? \[", text), "a resumed run's bar lost its total"
-
-
-def test_grid_is_upscaled_with_nearest_neighbour_and_summary_is_written(tiny_shards, tmp_path):
-    from PIL import Image
-
-    done = demo(tiny_shards, tmp_path / "demo", 6)
-    grid = Path(re.search(r"reconstruction grid : (\S+)", done.stdout).group(1))
-    image = torch.from_numpy(__import__("numpy").array(Image.open(grid).convert("RGB")))  # [H, W, 3]
-    cell = 96  # tiny.yaml decodes 32 px: a factor of 3, each decoded pixel a 3x3 block
-    assert image.shape[0] >= cell and image.shape[1] >= 8 * cell  # 4 images: one row of 4 (input | decode)
-    first = image[4:4 + cell, 4:4 + cell]  # padding 4, then the first input, enlarged
-    blocks = first.reshape(32, 3, 32, 3, 3)
-    assert (blocks == blocks[:, :1, :, :1]).all(), "not a nearest-neighbour enlargement"
-    summary = Path(re.search(r"summary \(curves\+grid\): (\S+)", done.stdout).group(1))
-    assert summary.is_file() and Image.open(summary).size[0] >= 1000
