@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import sys
 import time
 from pathlib import Path
@@ -27,7 +26,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks.common import environment, print_table  # noqa: E402
+from benchmarks.common import add_training_args, load_or_build, print_table, run_info, select, write_json  # noqa: E402
 
 VARIANTS: dict[str, dict] = {
     "velocity, uniform t (paper)": {},
@@ -57,16 +56,12 @@ def teacher_features(images128: torch.Tensor, device: torch.device) -> torch.Ten
     return torch.cat(out)  # [N, 64, 112]
 
 
-def load_or_build_cache(args: argparse.Namespace, device: torch.device) -> dict[str, torch.Tensor]:
-    if args.cache and args.cache.is_file():
-        return torch.load(args.cache, map_location="cpu", weights_only=True)
+def build_cache(args: argparse.Namespace, device: torch.device) -> dict[str, torch.Tensor]:
+    """Each split's images at 32 px and the teacher's features of them at 128 px."""
     cache = {}
     for split in ("train", "val"):
         cache[f"{split}_img32"] = read_split(args.data, split, 32, args.limit)
         cache[f"{split}_feat"] = teacher_features(read_split(args.data, split, 128, args.limit), device)
-    if args.cache:
-        args.cache.parent.mkdir(parents=True, exist_ok=True)
-        torch.save(cache, args.cache)
     return cache
 
 
@@ -157,26 +152,19 @@ def baselines(cache: dict, limit: int) -> dict[str, float]:
 
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data", type=Path, default=Path("data/emoji"))
-    ap.add_argument("--cache", type=Path, help="tensor file of the cached images and teacher features (made once)")
-    ap.add_argument("--limit", type=int, help="read only the first N samples of each split (quick trials)")
-    ap.add_argument("--steps", type=int, default=400)
-    ap.add_argument("--eval-at", type=int, nargs="*", default=[])
-    ap.add_argument("--batch", type=int, default=32)
-    ap.add_argument("--lr", type=float, default=1e-3)
+    add_training_args(ap, cache_help="tensor file of the cached images and teacher features (made once)",
+                      steps=400, eval_at=[],
+                      eval_limit=338, eval_limit_help="val images scored (default all 338)")
     ap.add_argument("--ema", type=float, default=0.99, help="EMA decay of the decoder's weights (default 0.99)")
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--eval-limit", type=int, default=338, help="val images scored (default all 338)")
-    ap.add_argument("--variants", nargs="*", help="substrings selecting variants (default all)")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--grids", type=Path, help="folder for one grid PNG per variant")
     ap.add_argument("--out", type=Path)
     args = ap.parse_args(argv)
     device = torch.device(args.device)
-    cache = load_or_build_cache(args, device)
+    cache = load_or_build(args.cache, lambda: build_cache(args, device))
     print(f"train {len(cache['train_img32'])}, val {len(cache['val_img32'])} images; features "
           f"{tuple(cache['train_feat'].shape[1:])}", flush=True)
-    chosen = {k: v for k, v in VARIANTS.items() if not args.variants or any(s in k for s in args.variants)}
+    chosen = select(VARIANTS, args.variants)
     rows = [train_variant(name, o, cache, args, device) for name, o in chosen.items()]
     print_table(f"decoder-only, {args.steps} steps of batch {args.batch}: held-out PSNR at 32 px (Euler 25, seed 0)",
                 rows, [("variant", "variant", "{}"), ("psnr", "PSNR dB", "{:.2f}"),
@@ -184,12 +172,8 @@ def main(argv: list[str] | None = None) -> dict:
     base = baselines(cache, args.eval_limit)
     for k, v in base.items():
         print(f"  for scale: {k}: {v:.2f} dB")
-    result = {"environment": environment(device), "command": " ".join(sys.argv), "args": {
-        k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}, "decoder": DECODER,
-        "rows": rows, "baselines": base}
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(result, indent=2))
+    result = {**run_info(device, args), "decoder": DECODER, "rows": rows, "baselines": base}
+    write_json(result, args.out)
     return result
 
 

@@ -14,7 +14,6 @@ processes hits both alike. Needs `armkit assets`.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import time
@@ -23,7 +22,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks.common import environment, print_table  # noqa: E402
+from benchmarks.common import environment, print_table, write_json  # noqa: E402
 
 
 def seconds(fn) -> float:
@@ -86,8 +85,7 @@ def main(argv: list[str] | None = None) -> dict:
     print_table(f"demo cost choices, median of {args.rounds} alternating rounds", rows,
                 [("choice", "choice", "{}"), ("before_ms", "before ms", "{:.0f}"), ("after_ms", "after ms", "{:.0f}"),
                  ("speedup", "speed-up", "{:.2f}x")])
-    if args.out:
-        args.out.write_text(json.dumps(result, indent=2))
+    write_json(result, args.out)
     return result
 
 

@@ -7,14 +7,13 @@ throughput by sampler steps.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks.common import environment, print_table  # noqa: E402
+from benchmarks.common import environment, print_table, write_json  # noqa: E402
 from benchmarks.train_step import build, timed  # noqa: E402
 
 
@@ -51,8 +50,7 @@ def main(argv: list[str] | None = None) -> dict:
     print_table(f"encode / decode: {args.config}, batch {bs}", rows,
                 [("what", "what", "{}"), ("ms", "ms / batch", "{:.0f}"), ("images_per_s", "images/s", "{:.1f}"),
                  ("ratio", "x encoder", "{:.2f}")])
-    if args.out:
-        args.out.write_text(json.dumps(result, indent=2))
+    write_json(result, args.out)
     return result
 
 

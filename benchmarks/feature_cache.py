@@ -12,7 +12,6 @@ Also reports the one-off cost of building the cache, per image. Needs `armkit as
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import tempfile
@@ -22,7 +21,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks.common import environment, print_table  # noqa: E402
+from benchmarks.common import environment, print_table, write_json  # noqa: E402
 from benchmarks.train_step import build  # noqa: E402
 
 
@@ -73,9 +72,7 @@ def main(argv: list[str] | None = None) -> dict:
     result = {"environment": environment(torch.device("cpu")), "command": " ".join(sys.argv), "rows": rows,
               "live_ms_all": [1000 * x for x in live], "cached_ms_all": [1000 * x for x in cached],
               "build_s": build_s, "build_images": len(table.row), "batch": len(keys)}
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(result, indent=2))
+    write_json(result, args.out)
     return result
 
 

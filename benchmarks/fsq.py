@@ -9,7 +9,6 @@ int64 cast of the indices.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import time
@@ -20,7 +19,7 @@ from vector_quantize_pytorch import FSQ
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from armkit.tokenizer import FSQQuantizer  # noqa: E402
-from benchmarks.common import environment, print_table  # noqa: E402
+from benchmarks.common import environment, print_table, write_json  # noqa: E402
 
 LEVELS = {"paper [2]*16": [2] * 16, "cosmos [8,8,8,5,5,5]": [8, 8, 8, 5, 5, 5], "ifsq [17]*4": [17] * 4}
 
@@ -63,8 +62,7 @@ def main(argv: list[str] | None = None) -> dict:
     print_table(f"FSQ: {args.tokens} tokens per call, median of {args.repeats}", rows,
                 [("levels", "levels", "{}"), ("mode", "mode", "{}"), ("bare_ms", "bare vqp ms", "{:.2f}"),
                  ("armkit_ms", "armkit ms", "{:.2f}"), ("ratio", "ratio", "{:.3f}")])
-    if args.out:
-        args.out.write_text(json.dumps(result, indent=2))
+    write_json(result, args.out)
     return result
 
 

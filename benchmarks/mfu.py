@@ -25,7 +25,6 @@ Prints two tables (variants; FLOPs by part) and writes JSON with the device, ver
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import resource
 import statistics
@@ -41,7 +40,7 @@ from torch.utils.flop_counter import FlopCounterMode, sdpa_backward_flop_count, 
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from armkit.recipes.compile import compile_blocks  # noqa: E402
-from benchmarks.common import environment, print_table  # noqa: E402
+from benchmarks.common import environment, print_table, write_json  # noqa: E402
 from benchmarks.stand_ins import random_init  # noqa: E402
 from benchmarks.train_step import build, timed  # noqa: E402
 
@@ -265,9 +264,7 @@ def main(argv: list[str] | None = None) -> dict:
     parts = [{"part": p, "gflop": f / batch_size / 1e9, "share": f / flops} for p, f in by_part.items()]
     print_table("model FLOPs per image, by part (forward + backward)", parts,
                 [("part", "part", "{}"), ("gflop", "GFLOP / image", "{:,.3f}"), ("share", "share", "{:.1%}")])
-    if args.out:
-        args.out.write_text(json.dumps(result, indent=2))
-        print(f"wrote {args.out}")
+    write_json(result, args.out, announce=True)
     return result
 
 

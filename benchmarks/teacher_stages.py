@@ -20,7 +20,6 @@ Prints a table, writes JSON and one grid PNG per variant (8 val images, input | 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -29,7 +28,7 @@ import torch
 import torch.nn.functional as nnf
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks.common import environment, print_table  # noqa: E402
+from benchmarks.common import add_training_args, load_or_build, print_table, run_info, select, write_json  # noqa: E402
 from benchmarks.decoder_objective import baselines, psnr, read_split, save_grid  # noqa: E402
 
 STAGE_SETS = {"3": [3], "2+3": [2, 3], "1+2+3": [1, 2, 3]}
@@ -53,18 +52,14 @@ def stage_features(images128: torch.Tensor, stages: list[int]) -> torch.Tensor:
     return torch.cat(out)  # [N, 64, C]
 
 
-def load_or_build_cache(args: argparse.Namespace) -> dict[str, torch.Tensor]:
-    if args.cache and args.cache.is_file():
-        return torch.load(args.cache, map_location="cpu", weights_only=True)
+def build_cache(args: argparse.Namespace) -> dict[str, torch.Tensor]:
+    """Each split's images at 32 px and, for every stage set, the teacher's features of them at 128 px."""
     cache = {}
     for split in ("train", "val"):
         cache[f"{split}_img32"] = read_split(args.data, split, 32, args.limit)
         big = read_split(args.data, split, 128, args.limit)
         for name, stages in STAGE_SETS.items():
             cache[f"{split}_feat_{name}"] = stage_features(big, stages)
-    if args.cache:
-        args.cache.parent.mkdir(parents=True, exist_ok=True)
-        torch.save(cache, args.cache)
     return cache
 
 
@@ -166,21 +161,14 @@ def train_variant(label: str, stage_set: str, spatial: bool, cache: dict, args: 
 
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data", type=Path, default=Path("data/emoji"))
-    ap.add_argument("--cache", type=Path, help="tensor file of the cached images and features (made once)")
-    ap.add_argument("--limit", type=int, help="read only the first N samples of each split (quick trials)")
-    ap.add_argument("--steps", type=int, default=300)
-    ap.add_argument("--eval-at", type=int, nargs="*", default=[100, 200])
-    ap.add_argument("--batch", type=int, default=32)
-    ap.add_argument("--lr", type=float, default=1e-3)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--eval-limit", type=int, default=96, help="val images scored (default 96)")
-    ap.add_argument("--variants", nargs="*", help="substrings selecting variants (default all)")
+    add_training_args(ap, cache_help="tensor file of the cached images and features (made once)",
+                      steps=300, eval_at=[100, 200],
+                      eval_limit=96, eval_limit_help="val images scored (default 96)")
     ap.add_argument("--no-ridge", action="store_true")
     ap.add_argument("--grids", type=Path, help="folder for one grid PNG per variant")
     ap.add_argument("--out", type=Path)
     args = ap.parse_args(argv)
-    cache = load_or_build_cache(args)
+    cache = load_or_build(args.cache, lambda: build_cache(args))
     print(f"train {len(cache['train_img32'])}, val {len(cache['val_img32'])} images; features " +
           ", ".join(f"{n}: {tuple(cache[f'train_feat_{n}'].shape[1:])}" for n in STAGE_SETS), flush=True)
     ridge = []
@@ -190,7 +178,7 @@ def main(argv: list[str] | None = None) -> dict:
                           "psnr": ridge_psnr(cache, name, args.eval_limit)})
         print_table("ridge read-out of 32-px patches from unquantized features (3x3 tokens), held-out PSNR", ridge,
                     [("stages", "stages", "{}"), ("width", "channels", "{}"), ("psnr", "PSNR dB", "{:.2f}")])
-    chosen = {k: v for k, v in VARIANTS.items() if not args.variants or any(s in k for s in args.variants)}
+    chosen = select(VARIANTS, args.variants)
     rows = [train_variant(name, *v, cache, args) for name, v in chosen.items()]
     points = sorted({p["step"] for r in rows for p in r["curve"]})
     columns = [("variant", "variant", "{}")]
@@ -201,12 +189,9 @@ def main(argv: list[str] | None = None) -> dict:
     base = baselines(cache, args.eval_limit)
     for k, v in base.items():
         print(f"  for scale: {k}: {v:.2f} dB")
-    result = {"environment": environment(torch.device("cpu")), "command": " ".join(sys.argv),
-              "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
-              "decoder": DECODER, "ridge": ridge, "rows": rows, "baselines": base}
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(result, indent=2))
+    result = {**run_info(torch.device("cpu"), args), "decoder": DECODER, "ridge": ridge, "rows": rows,
+              "baselines": base}
+    write_json(result, args.out)
     return result
 
 

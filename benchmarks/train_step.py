@@ -13,7 +13,6 @@ GPU; on the CPU, the process's peak RSS.
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import resource
 import statistics
@@ -24,7 +23,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks.common import environment, print_table  # noqa: E402
+from benchmarks.common import environment, print_table, write_json  # noqa: E402
 
 
 def timed(fn, repeats: int, device: torch.device) -> float:
@@ -124,9 +123,7 @@ def main(argv: list[str] | None = None) -> dict:
                 f"{result['device']}", rows,
                 [("part", "part", "{}"), ("ms", "ms / step", "{:.0f}"), ("images_per_s", "images/s", "{:.1f}")])
     print(f"peak memory: {peak:.0f} MiB")
-    if args.out:
-        args.out.write_text(json.dumps(result, indent=2))
-        print(f"wrote {args.out}")
+    write_json(result, args.out, announce=True)
     return result
 
 

@@ -13,6 +13,7 @@ this stage is the source export with its decoder replaced.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -29,11 +30,18 @@ class DecoderModule(TokenizerModule):
     """tokenizer: an export folder (`armkit export` / `save_pretrained`). decoder: None trains the export's own
     decoder further from its weights; a class_path block trains a new one from scratch (its cond_dim must be the
     tokenizer's embed_dim), e.g. a wider PixelDiT or a LatentDiT. trust: packages whose classes the export may name.
-    The optimizer settings are TokenizerModule's."""
+    ema: 0 trains `tokenizer.decoder` itself; a decay in (0, 1) trains a copy (`online`) and keeps in
+    `tokenizer.decoder` an exponential moving average of it, updated after every optimizer step (decay
+    min(ema, (1 + n) / (10 + n)) at step n). Grids, validation, checkpoints, `armkit eval` and the export then all
+    use the average, and resume stays exact (both are in the checkpoint). The optimizer settings, and `psnr_steps`
+    (held-out PSNR at each validation), are TokenizerModule's."""
 
     def __init__(self, *, tokenizer: str, decoder: Decoder | None = None, trust: Sequence[str] = (),
                  lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.95), weight_decay: float = 0.0,
-                 warmup_steps: int = 0, cosine_steps: int = 0, seed: int = 0) -> None:
+                 warmup_steps: int = 0, cosine_steps: int = 0, seed: int = 0, psnr_steps: int = 0,
+                 ema: float = 0.0) -> None:
+        if not 0.0 <= ema < 1.0:
+            raise ValueError(f"model.ema: {ema} is not a decay in [0, 1) (0: no average)")
         tok = Tokenizer.from_pretrained(tokenizer, trust=trust)
         heads = load_heads(tokenizer, trust=trust)  # None when the export has none
         if decoder is not None:
@@ -49,7 +57,11 @@ class DecoderModule(TokenizerModule):
         for p in tok.decoder.parameters():
             p.requires_grad_(True)
         super().__init__(tokenizer=tok, losses=heads, lr=lr, betas=betas, weight_decay=weight_decay,
-                         warmup_steps=warmup_steps, cosine_steps=cosine_steps, seed=seed)
+                         warmup_steps=warmup_steps, cosine_steps=cosine_steps, seed=seed, psnr_steps=psnr_steps)
+        self.ema = ema
+        if ema:  # the copy trains; tokenizer.decoder becomes its average
+            self.online = copy.deepcopy(tok.decoder)
+            tok.decoder.requires_grad_(False)
         self.source = str(Path(tokenizer))
         self.source_sha256 = sha256_file(Path(tokenizer) / WEIGHTS_NAME)  # which frozen tokenizer this decoder reads
 
@@ -76,13 +88,30 @@ class DecoderModule(TokenizerModule):
         self.tokenizer.eval()
         if self.losses is not None:
             self.losses.eval()
-        self.tokenizer.decoder.train(mode)
+        self.tokenizer.decoder.train(mode and not self.ema)  # the average never trains
+        if self.ema:
+            self.online.train(mode)
         return self
+
+    def optimizer_step(self, *args, **kwargs) -> None:
+        super().optimizer_step(*args, **kwargs)
+        if self.ema:
+            self._update_average()
+
+    @torch.no_grad()
+    def _update_average(self) -> None:
+        n = self.global_step  # optimizer steps before this one
+        decay = min(self.ema, (1 + n) / (10 + n))
+        for avg, p in zip(self.tokenizer.decoder.parameters(), self.online.parameters()):
+            avg.lerp_(p, 1.0 - decay)
+        for avg, b in zip(self.tokenizer.decoder.buffers(), self.online.buffers()):
+            avg.copy_(b)
 
     def _step(self, batch: dict, prefix: str) -> torch.Tensor:
         with torch.no_grad():  # "features": TeacherFeatureCache; then the teacher does not run either
             z = self.tokenizer(batch["image"], features=batch.get("features")).z  # [B, N, D]
-        loss, logs = self.tokenizer.decoder.loss(batch["image"], z)
+        decoder = self.online if self.ema and prefix == "train" else self.tokenizer.decoder  # val: what is used
+        loss, logs = decoder.loss(batch["image"], z)
         bs = batch["image"].shape[0]
         sync = prefix == "val"
         self.log_dict({f"{prefix}/decoder/{k}": v for k, v in logs.items()}, batch_size=bs, sync_dist=sync)

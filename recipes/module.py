@@ -36,11 +36,26 @@ def lr_factor(step: int, *, warmup_steps: int, cosine_steps: int) -> float:
     return 0.1 + 0.45 * (1 + math.cos(math.pi * progress))
 
 
+@torch.no_grad()
+def held_out_psnr(tok: Tokenizer, images: torch.Tensor, *, steps: int, generator: torch.Generator,
+                  features: torch.Tensor | None = None) -> torch.Tensor:
+    """PSNR (dB) per image [B] as `armkit eval` measures it: images at the encoder's size are encoded, decoded with
+    `steps` Euler steps, clamped to [0, 1] and compared with the input resized to the decoder's size."""
+    from torchmetrics.functional.image import peak_signal_noise_ratio
+
+    from armkit.recipes.evaluation.evaluate import to_size
+
+    z = tok(images, features=features).z  # [B, N, D]
+    x_hat = tok.decoder.sample(z, steps=steps, generator=generator).float().clamp(0, 1)
+    target = to_size(images.float(), x_hat.shape[-1])
+    return peak_signal_noise_ratio(x_hat, target, data_range=1.0, reduction="none", dim=(1, 2, 3))
+
+
 class TokenizerModule(L.LightningModule):
     def __init__(self, *, tokenizer: Tokenizer, losses: LossSet, lr: float = 3e-4,
                  betas: tuple[float, float] = (0.9, 0.95), weight_decay: float = 0.0, warmup_steps: int = 0,
                  cosine_steps: int = 0, seed: int = 0, usage_window: int = 50,
-                 compile: bool | dict[str, Any] = False) -> None:
+                 compile: bool | dict[str, Any] = False, psnr_steps: int = 0) -> None:
         super().__init__()
         self.tokenizer = tokenizer
         self.losses = losses
@@ -48,6 +63,7 @@ class TokenizerModule(L.LightningModule):
         self.warmup_steps, self.cosine_steps = warmup_steps, cosine_steps
         self.seed = seed
         self.usage_window = usage_window
+        self.psnr_steps = psnr_steps
         self.compile_args = ({} if compile is True else dict(compile)) if compile else None
         self.compiled: list[str] = []
         self._recent: list[torch.Tensor] = []  # indices of the last `usage_window` steps
@@ -84,7 +100,19 @@ class TokenizerModule(L.LightningModule):
         return self._step(batch, "train")
 
     def validation_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        return self._step(batch, "val")
+        loss = self._step(batch, "val")
+        if self.psnr_steps > 0 and self.tokenizer.decoder is not None:
+            self._log_psnr(batch, batch_idx)
+        return loss
+
+    @torch.no_grad()
+    def _log_psnr(self, batch: dict, batch_idx: int) -> None:
+        """`val/psnr`: held-out PSNR (dB) as `armkit eval` measures it (`held_out_psnr`), decoded from noise seeded
+        by (seed, batch): the same draws at every validation, so the curve moves only with the weights."""
+        gen = torch.Generator(device=batch["image"].device).manual_seed(hash((self.seed, batch_idx, 7919)) % 2**63)
+        psnr = held_out_psnr(self.tokenizer, batch["image"], steps=self.psnr_steps, generator=gen,
+                             features=batch.get("features"))
+        self.log("val/psnr", psnr.mean(), batch_size=len(psnr), sync_dist=True)
 
     def _log_usage(self, indices: torch.Tensor) -> None:
         """Codebook usage over the last `usage_window` steps: distinct codes used / codebook size."""

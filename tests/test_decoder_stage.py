@@ -90,3 +90,55 @@ def test_a_new_decoder_from_yaml_is_what_the_export_holds(stage, tiny_shards, tm
     tok = Tokenizer.from_pretrained(out)
     assert tok.decoder.net.cond_spatial is not None and tok.decoder.net.patch_size == 8
     assert tok.decode(tok.encode(torch.rand(1, 3, 32, 32)), steps=2).shape == (1, 3, 32, 32)
+
+
+def test_ema_keeps_the_average_where_sampling_and_export_read_and_resumes_exactly(stage, tiny_shards, tmp_path):
+    _, export = stage
+    src = {k[len("decoder."):]: v for k, v in read_safetensors(export / "model.safetensors").items()
+           if k.startswith("decoder.")}
+    # one optimizer step: average = lerp(start, online, 1 - decay), decay = min(ema, (1 + n) / (10 + n)) at n = 0
+    one = tmp_path / "one"
+    assert main(args(export, tiny_shards, one, "--trainer.max_steps=1", "--model.init_args.ema=0.9")) == 0
+    state = torch.load(one / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+    online = {k[len("online."):]: v for k, v in state.items() if k.startswith("online.")}
+    average = {k[len("tokenizer.decoder."):]: v for k, v in state.items() if k.startswith("tokenizer.decoder.")}
+    assert online.keys() == average.keys() and online.keys() <= src.keys()
+    moved = [k for k in online if not torch.equal(online[k], src[k])]
+    assert moved  # the online copy trained...
+    for k in online:  # ...and the average is exactly one EMA update of the start towards it
+        torch.testing.assert_close(average[k], src[k].lerp(online[k], 1 - 1 / 10), rtol=0, atol=1e-6)
+    out = tmp_path / "export"  # the export holds the average, not the online weights
+    assert main(["export", "--ckpt", str(one / "checkpoints" / "last.ckpt"), "--out", str(out)]) == 0
+    exported = read_safetensors(out / "model.safetensors")
+    assert all(torch.equal(exported[f"decoder.{k}"], average[k]) for k in average)
+
+    full, half = tmp_path / "full", tmp_path / "half"  # exact resume with the average
+    assert main(args(export, tiny_shards, full, "--trainer.max_steps=20", "--model.init_args.ema=0.9")) == 0
+    assert main(args(export, tiny_shards, half, "--trainer.max_steps=10", "--model.init_args.ema=0.9")) == 0
+    assert main(args(export, tiny_shards, half, "--trainer.max_steps=20", "--model.init_args.ema=0.9",
+                     "--ckpt_path", "last")) == 0
+    a = torch.load(full / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+    b = torch.load(half / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_val_psnr_is_per_image_at_the_decoders_size_and_logged(stage, tiny_shards, tmp_path):
+    from armkit.recipes.module import held_out_psnr
+
+    _, export = stage
+    tok = Tokenizer.from_pretrained(export).eval()
+    images = torch.rand(3, 3, 32, 32)
+    images[0] = 0.5  # a flat image: its PSNR differs from the others', so a batch-level MSE would not match
+    psnr = held_out_psnr(tok, images, steps=2, generator=torch.Generator().manual_seed(0))
+    x_hat = tok.decoder.sample(tok(images).z, steps=2, generator=torch.Generator().manual_seed(0)).clamp(0, 1)
+    target = torch.nn.functional.interpolate(images, size=x_hat.shape[-2:], mode="bicubic", antialias=True).clamp(0, 1)
+    mse = ((x_hat - target) ** 2).mean(dim=(1, 2, 3))
+    torch.testing.assert_close(psnr, 10 * torch.log10(1 / mse), rtol=0, atol=1e-4)
+
+    run = tmp_path / "run"
+    assert main(args(export, tiny_shards, run, "--trainer.max_steps=2", "--trainer.val_check_interval=2",
+                     "--model.init_args.psnr_steps=2")) == 0
+    import csv
+
+    rows = [r for r in csv.DictReader(open(next(run.rglob("metrics.csv")))) if r.get("val/psnr")]
+    assert rows and 0 < float(rows[-1]["val/psnr"]) < 60

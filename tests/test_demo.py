@@ -100,3 +100,17 @@ def test_progress_bar_counts_steps_out_of_max_steps(tiny_shards, tmp_path):
     assert re.search(r"^train:  *81%\|.*\| 13/16 \[", text, re.M), text[-2000:]  # starts at the restored step
     assert re.search(r"^train: 100%\|.*\| 16/16 \[", text, re.M), text[-2000:]
     assert not re.search(r"\| [1-9]\d*/\? \[", text), "a resumed run's bar lost its total"
+
+
+def test_a_step_budget_ends_the_cosine_where_the_recipes_own_budget_does():
+    """`armkit demo --steps N` / `--decoder-steps N` set cosine_steps so that N steps end at the schedule's floor,
+    exactly as the recipes' own max_steps and cosine_steps do."""
+    import yaml
+
+    from armkit.recipes.commands.demo import DECODER_RECIPE, RECIPE, cosine_for
+
+    for recipe in (RECIPE, DECODER_RECIPE):
+        cfg = yaml.safe_load(recipe.read_text())
+        model = cfg["model"].get("init_args", cfg["model"])
+        assert cosine_for(recipe, cfg["trainer"]["max_steps"]) == model["cosine_steps"], recipe
+    assert cosine_for(DECODER_RECIPE, 1300) == 1250

@@ -135,7 +135,7 @@ def test_stage_chain_evaluates_each_stage_into_a_table(rl_chain):
     out = rl_chain / "stages"
     rows = run_stages(sft=sft, tokenizer=rl_chain / "tok", codes=str(rl_chain / "codes"),
                       images=str(rl_chain / "shards"), out=out, features=PretrainedFeatures(weights=None, size=64),
-                      stages=("t2i", "joint"), minutes=2, recipe=Path(RL_TINY), limit=4, steps=2,
+                      stages=("t2i", "joint"), rl_steps=2, recipe=Path(RL_TINY), limit=4, steps=2,
                       extra=["--trainer.enable_progress_bar=false", "--data.init_args.batch_size=6"])
     assert [r["model"] for r in rows] == ["sft", "sft → t2i", "sft → t2i → joint"]
     assert all(r["probe_accuracy_generated"] is not None and r["caption_nll"] > 0 for r in rows)
@@ -147,3 +147,5 @@ def test_stage_chain_evaluates_each_stage_into_a_table(rl_chain):
     t2i = load_ar(out / "t2i" / "export").model.state_dict()
     ref = torch.load(out / "joint" / "run" / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
     assert all(torch.equal(v, ref[f"ref.{k}"]) for k, v in t2i.items())
+    # a step budget, not minutes: each stage stopped at rl_steps (the tiny recipe's own max_steps is 4)
+    assert torch.load(out / "t2i" / "run" / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 2

@@ -61,6 +61,16 @@ def train_stage(argv: list[str], resume: bool) -> tuple[object, Path] | None:
     return trainer, ckpt
 
 
+def cosine_for(config: Path, steps: int) -> int:
+    """The cosine length that ends a `steps`-step run at the schedule's floor: steps minus the recipe's warmup, as
+    the recipes themselves set it (demo.yaml: 20 + 480 = 500 steps)."""
+    import yaml
+
+    model = yaml.safe_load(config.read_text()).get("model") or {}
+    warmup = (model.get("init_args") or model).get("warmup_steps") or 0
+    return max(1, steps - int(warmup))
+
+
 def grid_of(trainer) -> Path | None:
     return next((cb.last_path for cb in trainer.callbacks if isinstance(getattr(cb, "last_path", None), Path)), None)
 
@@ -81,7 +91,8 @@ def run(args: argparse.Namespace) -> int:
     steps = f"{args.steps} steps" if args.steps else "the recipe's max_steps"
     t = step(f"1/3 training the tokenizer ({args.config.name}) for {steps}")
     train = ["--config", str(args.config), *data, f"--trainer.default_root_dir={args.out}", "--trainer.max_time=null",
-             *([f"--trainer.max_steps={args.steps}", f"--model.cosine_steps={args.steps}"] if args.steps else []),
+             *([f"--trainer.max_steps={args.steps}", f"--model.cosine_steps={cosine_for(args.config, args.steps)}"]
+               if args.steps else []),
              *args.train_args]  # train_args win
     fitted = train_stage(train, args.resume)
     if fitted is None:
@@ -99,7 +110,8 @@ def run(args: argparse.Namespace) -> int:
                  f"--trainer.default_root_dir={args.out / 'decoder'}"]
         if args.decoder_steps:
             n = args.decoder_steps
-            train += [f"--trainer.max_steps={n}", f"--model.init_args.cosine_steps={n}"]
+            train += [f"--trainer.max_steps={n}",
+                      f"--model.init_args.cosine_steps={cosine_for(args.decoder_config, n)}"]
         fitted = train_stage(train, args.resume)
         if fitted is None:
             return 2

@@ -22,13 +22,17 @@ class SampleGrid(L.Callback):
         self.num_prompts, self.per_prompt, self.every_n_steps, self.seed = num_prompts, per_prompt, every_n_steps, seed
         self._samples: list[dict] | None = None
 
-    def _held_out(self, trainer: L.Trainer) -> list[dict]:
+    def _held_out(self, trainer: L.Trainer, module: L.LightningModule) -> list[dict]:
+        """The first validation samples, read until every task of the module's stage has `num_prompts` prompts (or
+        the validation data ends): edit pairs can sit after all the text-to-image samples in the shards."""
         if self._samples is None:
             self._samples = []
+            needed = {"t2i": ("t2i",), "edit": ("edit",), "joint": ("t2i", "edit")}[module.stage]
             loader = trainer.datamodule.val_dataloader() if trainer.datamodule is not None else ()
             for batch in loader:
                 self._samples += batch["samples"]
-                if len(self._samples) >= 4 * self.num_prompts:
+                found = module._tasks(self._samples)
+                if all(len(found.get(task, ())) >= self.num_prompts for task in needed):
                     break
         return self._samples
 
@@ -38,7 +42,7 @@ class SampleGrid(L.Callback):
 
         rows, record = [], []
         gen = torch.Generator(device=module.device).manual_seed(self.seed)
-        for task, samples in module._tasks(self._held_out(trainer)).items():
+        for task, samples in module._tasks(self._held_out(trainer, module)).items():
             grid = samples[0]["grid"]
             group = [s for s in samples if s["grid"] == grid][: self.num_prompts]
             sampling = Sampling(temperature=module.temperature[task], top_k=module.top_k)

@@ -3,11 +3,13 @@ previous stage's export, export, and evaluate again with the AR stage's evaluati
 (or its absence) is a table, not a claim.
 
     python -m armkit.recipes.rl.stages --sft runs/ar-demo/export --tokenizer runs/demo/export \
-        --codes data/emoji-codes --images data/emoji --out runs/rl-stages [--minutes 10]
+        --codes data/emoji-codes --images data/emoji --out runs/rl-stages [--rl-steps 60] [--seed 1]
 
 writes OUT/<stage>/ (run, export, samples/before|after.json), OUT/eval-<model>.json and OUT/table.md / table.json:
 per model the held-out GRPO reward (SampleGrid's fixed prompts and seed, before -> after) and the AR evaluation
-(text-to-image probe accuracy and Fréchet distance, caption NLL, edit distance to the target).
+(text-to-image probe accuracy and Fréchet distance, caption NLL, edit distance to the target). Each stage trains a
+fixed number of steps (the recipe's trainer.max_steps, or --rl-steps), not minutes, so the table does not depend on
+the machine's load; --seed sets the run's seed (rollouts, and so the spread between seeds), not the held-out draws.
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ def evaluate(model: Path, tokenizer: Path, codes: str, images: str, features: An
              steps: int) -> dict[str, Any]:
     from armkit.recipes.autoregressive.evaluate import evaluate_ar
     from armkit.recipes.autoregressive.export import load_ar
-    from armkit.recipes.commands.generate import load_tokenizer
+    from armkit.recipes.autoregressive.generation import load_tokenizer
 
     ar, record = load_ar(model)
     tok = load_tokenizer(record, tokenizer)
@@ -69,21 +71,22 @@ def markdown(rows: list[dict[str, Any]]) -> str:
 
 
 def run_stages(*, sft: Path, tokenizer: Path, codes: str, images: str, out: Path, features: Any,
-               stages: tuple[str, ...] = STAGES, minutes: float = 10.0, recipe: Path = RECIPE, limit: int = 64,
-               steps: int = 25, extra: list[str] = ()) -> list[dict[str, Any]]:
+               stages: tuple[str, ...] = STAGES, rl_steps: int | None = None, seed: int | None = None,
+               recipe: Path = RECIPE, limit: int = 64, steps: int = 25,
+               extra: list[str] = ()) -> list[dict[str, Any]]:
     out.mkdir(parents=True, exist_ok=True)
     rows = [row("sft", evaluate(sft, tokenizer, codes, images, features, out / "eval-sft.json", limit=limit,
                                 steps=steps), {}, {})]
     previous = sft
     for stage in stages:
         started = time.time()
-        h, m = divmod(int(minutes * 60), 3600)
         run = out / stage / "run"
+        budget = [f"--trainer.max_steps={rl_steps}"] if rl_steps else []
+        seeded = [f"--seed_everything={seed}", f"--model.init_args.seed={seed}"] if seed is not None else []
         if armkit(["train", "--config", str(recipe), f"--model.init_args.stage={stage}",
                    f"--model.init_args.init_from={previous}", f"--model.init_args.tokenizer={tokenizer}",
                    f"--data.init_args.train={codes}", f"--data.init_args.val={codes}",
-                   f"--trainer.default_root_dir={run}", f"--trainer.max_time=00:{h:02d}:{m // 60:02d}:{m % 60:02d}",
-                   *extra]) != 0:
+                   f"--trainer.default_root_dir={run}", *budget, *seeded, *extra]) != 0:
             raise RuntimeError(f"armkit train (RL stage {stage}) failed")
         export = out / stage / "export"
         if armkit(["export", "--ckpt", str(run / "checkpoints" / "last.ckpt"), "--out", str(export)]) != 0:
@@ -111,14 +114,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--images", required=True)
     p.add_argument("--out", required=True, type=Path)
     p.add_argument("--stages", nargs="+", default=list(STAGES), choices=STAGES)
-    p.add_argument("--minutes", type=float, default=10.0, help="per stage")
+    p.add_argument("--rl-steps", type=int, help="GRPO steps per stage (default: the recipe's trainer.max_steps)")
+    p.add_argument("--seed", type=int, help="the RL runs' seed (default: the recipe's)")
     p.add_argument("--recipe", type=Path, default=RECIPE)
     p.add_argument("--features", default="asset:efficientnet_lite0")
     p.add_argument("--limit", type=int, default=64)
     p.add_argument("--steps", type=int, default=25)
     args, extra = p.parse_known_args(argv)
     run_stages(sft=args.sft, tokenizer=args.tokenizer, codes=args.codes, images=args.images, out=args.out,
-               features=PretrainedFeatures(weights=args.features), stages=tuple(args.stages), minutes=args.minutes,
+               features=PretrainedFeatures(weights=args.features), stages=tuple(args.stages), rl_steps=args.rl_steps,
+               seed=args.seed,
                recipe=args.recipe, limit=args.limit, steps=args.steps, extra=extra)
     return 0
 

@@ -1,0 +1,84 @@
+"""The decoder stage's held-out PSNR against its steps: one curve per run, from the runs' own logs.
+
+    python benchmarks/decoder_stage_curve.py --run "1300 steps=runs/exp/dec1300" --run "650 steps, EMA=runs/exp/ema" \
+        --out benchmarks/results/decoder-stage-curve
+
+Each run is a decoder-stage (or tokenizer) run trained with `--model.init_args.psnr_steps=N`, so its metrics.csv has
+`val/psnr` (validation batches, fixed noise). Where RUN/metrics.json exists (`armkit eval --out RUN/metrics.json`), its
+PSNR over the whole eval set is marked at the run's last step. Writes OUT.png (the curves) and OUT.json (the points).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks.common import print_table, write_json  # noqa: E402
+
+
+def curve(run: Path) -> tuple[list[tuple[int, float]], int]:
+    """(step, val/psnr) of the newest metrics.csv under `run`, and the run's last step; steps as Lightning logs them
+    (0-based) plus one."""
+    logs = sorted(run.rglob("metrics.csv"), key=lambda p: p.stat().st_mtime)
+    if not logs:
+        raise FileNotFoundError(f"{run}: no metrics.csv below it")
+    with open(logs[-1], newline="") as f:
+        rows = list(csv.DictReader(f))
+    points = [(int(r["step"]) + 1, float(r["val/psnr"])) for r in rows if r.get("val/psnr")]
+    if not points:
+        raise ValueError(f"{logs[-1]}: no val/psnr column (train with --model.init_args.psnr_steps=N)")
+    return points, max(int(r["step"]) + 1 for r in rows if r.get("step"))
+
+
+def final_eval(run: Path) -> dict | None:
+    path = run / "metrics.json"
+    if not path.is_file():
+        return None
+    report = json.loads(path.read_text())
+    m = report.get("metrics", report)
+    return {"psnr": m.get("psnr"), "ssim": m.get("ssim"), "count": report.get("protocol", {}).get("limit")}
+
+
+def main(argv: list[str] | None = None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--run", action="append", required=True, help="LABEL=DIR, repeated")
+    ap.add_argument("--out", type=Path, required=True, help="OUT.png and OUT.json")
+    args = ap.parse_args(argv)
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    result, rows = {"command": " ".join(sys.argv), "runs": {}}, []
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    for spec in args.run:
+        label, _, folder = spec.partition("=")
+        (points, last), final = curve(Path(folder)), final_eval(Path(folder))
+        result["runs"][label] = {"dir": folder, "val_psnr": points, "last_step": last, "eval": final}
+        line, = ax.plot(*zip(*points), marker="o", markersize=3, label=f"{label} (val batches)")
+        if final and final["psnr"] is not None:
+            ax.plot([last], [final["psnr"]], marker="*", markersize=12, color=line.get_color(),
+                     linestyle="none", label=f"{label}: armkit eval, all {final['count']} held-out")
+        rows.append({"run": label, "last_step": last, "val_psnr": f"{points[-1][1]:.2f}",
+                     "eval_psnr": "–" if not final else f"{final['psnr']:.2f}"})
+    ax.axhline(18.0, color="grey", linestyle=":", linewidth=1, label="issue 13's target, 18 dB")
+    ax.set(xlabel="decoder-stage step", ylabel="held-out PSNR at 32 px (dB)", title="The decoder stage, by step")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(args.out.with_suffix(".png"), dpi=120)
+    print_table("decoder stage: held-out PSNR (dB)", rows, [("run", "run", "{}"), ("last_step", "last step", "{}"),
+                                                             ("val_psnr", "val batches, last", "{}"),
+                                                             ("eval_psnr", "armkit eval", "{}")])
+    write_json(result, args.out.with_suffix(".json"), announce=True)
+    return result
+
+
+if __name__ == "__main__":
+    main()
