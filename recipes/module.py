@@ -7,6 +7,8 @@ dropout) is re-seeded from (seed, global_step, micro-batch within the step, rank
 optimizer step under gradient accumulation draw differently, and a resumed run (checkpoints fall on step boundaries)
 draws exactly what an uninterrupted one would. `compile: true` (or a dict of `torch.compile` arguments) compiles
 every repeated transformer block in place before training (recipes/compile.py); names and checkpoints stay the same.
+`psnr_steps: N` (> 0) also logs `val/psnr` at each validation: held-out PSNR as `armkit eval` measures it, decoded with
+N Euler steps from fixed noise, so a run shows its reconstruction curve and not only its losses.
 """
 
 from __future__ import annotations

@@ -114,7 +114,8 @@ def plot(result: dict[str, Any], path: Path) -> None:
         right.set(xlabel="optimizer step", ylabel="val/reward", title=f"{task}: validation prompts during RL")
         for ax in (left, right):
             ax.grid(alpha=0.3)
-            ax.legend(fontsize=7)
+            if ax.get_legend_handles_labels()[0]:  # the right panel is empty when the runs logged no val reward
+                ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
