@@ -11,7 +11,6 @@ PSNR over the whole eval set is marked at the run's last step. Writes OUT.png (t
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import sys
 from pathlib import Path
@@ -23,15 +22,16 @@ from benchmarks.common import print_table, write_json  # noqa: E402
 def curve(run: Path) -> tuple[list[tuple[int, float]], int]:
     """(step, val/psnr) of the newest metrics.csv under `run`, and the run's last step; steps as Lightning logs them
     (0-based) plus one."""
-    logs = sorted(run.rglob("metrics.csv"), key=lambda p: p.stat().st_mtime)
-    if not logs:
+    from armkit.recipes.summary import metric_curves, newest_metrics_csv
+
+    log = newest_metrics_csv(run)
+    if log is None:
         raise FileNotFoundError(f"{run}: no metrics.csv below it")
-    with open(logs[-1], newline="") as f:
-        rows = list(csv.DictReader(f))
-    points = [(int(r["step"]) + 1, float(r["val/psnr"])) for r in rows if r.get("val/psnr")]
-    if not points:
-        raise ValueError(f"{logs[-1]}: no val/psnr column (train with --model.init_args.psnr_steps=N)")
-    return points, max(int(r["step"]) + 1 for r in rows if r.get("step"))
+    curves = metric_curves(log, lambda key: key != "epoch")
+    if "val/psnr" not in curves:
+        raise ValueError(f"{log}: no val/psnr column (train with --model.init_args.psnr_steps=N)")
+    points = [(s + 1, v) for s, v in zip(*curves["val/psnr"])]
+    return points, max(max(steps) for steps, _ in curves.values()) + 1
 
 
 def final_eval(run: Path) -> dict | None:

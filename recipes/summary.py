@@ -7,22 +7,34 @@ wrote. matplotlib with the Agg backend, so it runs without a display.
 from __future__ import annotations
 
 import csv
+from collections.abc import Callable
 from pathlib import Path
 
 
-def loss_curves(metrics_csv: Path) -> dict[str, tuple[list[int], list[float]]]:
-    """{name: (steps, values)} for every `train/loss/*` and `val/loss/*` column with at least one value."""
+def newest_metrics_csv(run: Path) -> Path | None:
+    """The most recently written `metrics.csv` below a run folder (CSVLogger writes one per version), or None."""
+    logs = sorted(Path(run).rglob("metrics.csv"), key=lambda p: p.stat().st_mtime)
+    return logs[-1] if logs else None
+
+
+def metric_curves(metrics_csv: Path, keep: Callable[[str], bool]) -> dict[str, tuple[list[int], list[float]]]:
+    """{name: (steps, values)} for every column `keep(name)` accepts that has at least one value; steps as logged."""
     curves: dict[str, tuple[list[int], list[float]]] = {}
     if not Path(metrics_csv).is_file():  # the logger writes it on its first logged step
         return curves
     with Path(metrics_csv).open() as f:
         for row in csv.DictReader(f):
             for key, value in row.items():
-                if key and "/loss/" in key and value not in ("", None):
+                if key and key != "step" and keep(key) and value not in ("", None):
                     steps, values = curves.setdefault(key, ([], []))
                     steps.append(int(row["step"]))
                     values.append(float(value))
     return curves
+
+
+def loss_curves(metrics_csv: Path) -> dict[str, tuple[list[int], list[float]]]:
+    """{name: (steps, values)} for every `train/loss/*` and `val/loss/*` column with at least one value."""
+    return metric_curves(metrics_csv, lambda key: "/loss/" in key)
 
 
 def write_summary(metrics_csv: Path | list[Path], grid_png: Path | None, out: Path, *, title: str = "") -> Path:

@@ -29,7 +29,9 @@ def test_sample_grid_reads_on_until_every_task_of_the_stage_has_its_prompts():
         read.clear()
         grid = SampleGrid(num_prompts=6)
         trainer = SimpleNamespace(datamodule=SimpleNamespace(val_dataloader=loader))
-        held = grid._held_out(trainer, SimpleNamespace(stage=stage, _tasks=tasks))
+        from armkit.recipes.rl.module import STAGE_TASKS
+
+        held = grid._held_out(trainer, SimpleNamespace(tasks=STAGE_TASKS[stage], _tasks=tasks))
         assert len(read) == expect_batches, stage
         assert all(len(v) >= 6 for v in tasks(held).values()) and set(tasks(held)) == (
             {"t2i", "edit"} if stage == "joint" else {stage})

@@ -27,12 +27,11 @@ class SampleGrid(L.Callback):
         the validation data ends): edit pairs can sit after all the text-to-image samples in the shards."""
         if self._samples is None:
             self._samples = []
-            needed = {"t2i": ("t2i",), "edit": ("edit",), "joint": ("t2i", "edit")}[module.stage]
             loader = trainer.datamodule.val_dataloader() if trainer.datamodule is not None else ()
             for batch in loader:
                 self._samples += batch["samples"]
                 found = module._tasks(self._samples)
-                if all(len(found.get(task, ())) >= self.num_prompts for task in needed):
+                if all(len(found.get(task, ())) >= self.num_prompts for task in module.tasks):
                     break
         return self._samples
 

@@ -31,7 +31,8 @@ from armkit.recipes.rl.objective import grpo_loss
 from armkit.recipes.rl.reward import Reward
 from armkit.recipes.rl.rollout import sample_groups, visual_logprobs
 
-STAGES = ("t2i", "edit", "joint")
+STAGE_TASKS = {"t2i": ("t2i",), "edit": ("edit",), "joint": ("t2i", "edit")}  # the tasks each stage trains
+STAGES = tuple(STAGE_TASKS)
 
 
 class GRPOModule(L.LightningModule):
@@ -51,9 +52,9 @@ class GRPOModule(L.LightningModule):
         super().__init__()
         if stage not in STAGES:
             raise ValueError(f"stage must be one of {STAGES}, got {stage!r}")
-        if stage in ("t2i", "joint") and reward is None:
+        if "t2i" in STAGE_TASKS[stage] and reward is None:
             raise ValueError(f"stage {stage!r} needs reward: (a Reward for text-to-image samples)")
-        if stage in ("edit", "joint") and edit_reward is None:
+        if "edit" in STAGE_TASKS[stage] and edit_reward is None:
             raise ValueError(f"stage {stage!r} needs edit_reward: (a Reward for edits)")
         if group_size < 2 or updates < 1:
             raise ValueError("group_size must be >= 2 and updates >= 1")
@@ -102,11 +103,16 @@ class GRPOModule(L.LightningModule):
         return torch.optim.AdamW(self.model.parameters(), lr=self.lr, betas=self.betas, weight_decay=0.0)
 
     # -- prompts, images, rewards -----------------------------------------------------------------------------------
+    @property
+    def tasks(self) -> tuple[str, ...]:
+        """The tasks this stage trains and scores."""
+        return STAGE_TASKS[self.stage]
+
     def _tasks(self, samples: list[dict]) -> dict[str, list[dict]]:
         out = {}
-        if self.stage in ("t2i", "joint"):
+        if "t2i" in self.tasks:
             out["t2i"] = [s for s in samples if s["caption"]]
-        if self.stage in ("edit", "joint"):
+        if "edit" in self.tasks:
             out["edit"] = [s for s in samples if s.get("edit")]
         return {k: v for k, v in out.items() if v}
 

@@ -17,13 +17,13 @@ most frequent class of the held-out prompts raises the plain mean without follow
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import statistics
 from pathlib import Path
 from typing import Any
 
 from armkit.recipes.evaluation.stats import mean_std, paired, verdict
+from armkit.recipes.summary import metric_curves, newest_metrics_csv
 
 
 def rewards(run: Path, name: str, classes: dict[str, int] | None = None) -> dict[str, float]:
@@ -49,16 +49,9 @@ def rewards(run: Path, name: str, classes: dict[str, int] | None = None) -> dict
 
 def val_curve(run: Path) -> dict[str, list[tuple[int, float]]]:
     """{task: [(optimizer step, val/reward/task)]} from the run's newest metrics.csv ({} when it has none)."""
-    logs = sorted(run.rglob("metrics.csv"), key=lambda p: p.stat().st_mtime)
-    if not logs:
-        return {}
-    curves: dict[str, list[tuple[int, float]]] = {}
-    with open(logs[-1], newline="") as f:
-        for row in csv.DictReader(f):
-            for key, value in row.items():
-                if key and key.startswith("val/reward/") and value:
-                    curves.setdefault(key[len("val/reward/"):], []).append((int(row["step"]) + 1, float(value)))
-    return curves
+    log = newest_metrics_csv(run)
+    curves = metric_curves(log, lambda key: key.startswith("val/reward/")) if log else {}
+    return {key[len("val/reward/"):]: [(s + 1, v) for s, v in zip(*curve)] for key, curve in curves.items()}
 
 
 def summarise(runs: dict[str, Path], classes: dict[str, int] | None = None) -> dict[str, Any]:

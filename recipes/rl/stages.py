@@ -21,19 +21,15 @@ from pathlib import Path
 from typing import Any
 
 from armkit.recipes.cli import main as armkit
+from armkit.recipes.rl.seeds import rewards
 
 RECIPE = Path(__file__).resolve().parent / "demo.yaml"
 STAGES = ("t2i", "edit", "joint")
 
 
 def held_out_reward(samples: Path, name: str) -> dict[str, float]:
-    """Mean reward per task in SampleGrid's `name`.json."""
-    path = samples / f"{name}.json"
-    if not path.is_file():
-        return {}
-    rows = json.loads(path.read_text())["samples"]
-    return {t: sum(r["reward"] for r in rows if r["task"] == t) / max(1, sum(r["task"] == t for r in rows))
-            for t in sorted({r["task"] for r in rows})}
+    """Mean reward per task in SampleGrid's `name`.json ({} when the run wrote none)."""
+    return rewards(samples.parent, name) if (samples / f"{name}.json").is_file() else {}
 
 
 def evaluate(model: Path, tokenizer: Path, codes: str, images: str, features: Any, out: Path, *, limit: int,
