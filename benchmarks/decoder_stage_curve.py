@@ -6,6 +6,8 @@
 Each run is a decoder-stage (or tokenizer) run trained with `--model.init_args.psnr_steps=N`, so its metrics.csv has
 `val/psnr` (validation batches, fixed noise). Where RUN/metrics.json exists (`armkit eval --out RUN/metrics.json`), its
 PSNR over the whole eval set is marked at the run's last step. Writes OUT.png (the curves) and OUT.json (the points).
+`--x images` puts training images seen (step x the run's batch size, from its saved config.yaml) on the x-axis, so runs
+at different batch sizes compare at equal compute.
 """
 
 from __future__ import annotations
@@ -34,6 +36,19 @@ def curve(run: Path) -> tuple[list[tuple[int, float]], int]:
     return points, max(max(steps) for steps, _ in curves.values()) + 1
 
 
+def batch_size(run: Path) -> int:
+    """data.batch_size from the config.yaml LightningCLI saved beside the run's newest metrics.csv."""
+    import yaml
+
+    from armkit.recipes.summary import newest_metrics_csv
+
+    config = newest_metrics_csv(run).parent / "config.yaml"
+    if not config.is_file():
+        raise FileNotFoundError(f"{config}: needed for --x images (the run's batch size)")
+    data = yaml.safe_load(config.read_text()).get("data") or {}
+    return int((data.get("init_args") or data)["batch_size"])
+
+
 def final_eval(run: Path) -> dict | None:
     path = run / "metrics.json"
     if not path.is_file():
@@ -47,6 +62,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--run", action="append", required=True, help="LABEL=DIR, repeated")
     ap.add_argument("--out", type=Path, required=True, help="OUT.png and OUT.json")
+    ap.add_argument("--x", choices=["steps", "images"], default="steps", help="x-axis: steps, or images seen")
     args = ap.parse_args(argv)
 
     import matplotlib
@@ -59,15 +75,19 @@ def main(argv: list[str] | None = None) -> dict:
     for spec in args.run:
         label, _, folder = spec.partition("=")
         (points, last), final = curve(Path(folder)), final_eval(Path(folder))
-        result["runs"][label] = {"dir": folder, "val_psnr": points, "last_step": last, "eval": final}
+        scale = batch_size(Path(folder)) if args.x == "images" else 1
+        result["runs"][label] = {"dir": folder, "val_psnr": points, "last_step": last, "eval": final,
+                                 "batch_size": scale if args.x == "images" else None}
+        points, last = [(s * scale, v) for s, v in points], last * scale
         line, = ax.plot(*zip(*points), marker="o", markersize=3, label=f"{label} (val batches)")
         if final and final["psnr"] is not None:
             ax.plot([last], [final["psnr"]], marker="*", markersize=12, color=line.get_color(),
                      linestyle="none", label=f"{label}: armkit eval, all {final['count']} held-out")
-        rows.append({"run": label, "last_step": last, "val_psnr": f"{points[-1][1]:.2f}",
+        rows.append({"run": label, "last_step": last // scale, "val_psnr": f"{points[-1][1]:.2f}",
                      "eval_psnr": "–" if not final else f"{final['psnr']:.2f}"})
     ax.axhline(18.0, color="grey", linestyle=":", linewidth=1, label="issue 13's target, 18 dB")
-    ax.set(xlabel="decoder-stage step", ylabel="held-out PSNR at 32 px (dB)", title="The decoder stage, by step")
+    ax.set(xlabel="decoder-stage step" if args.x == "steps" else "training images seen (step × batch size)",
+           ylabel="held-out PSNR at 32 px (dB)", title=f"The decoder stage, by {args.x}")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     fig.tight_layout()

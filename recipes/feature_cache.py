@@ -10,6 +10,8 @@ and every run whose teacher has the same fingerprint reads it: each batch gets `
 and `Tokenizer.forward` skips the encoder. The fingerprint is the sha256 of the encoder's spec (class path and
 init args), every tensor of its state_dict, and the size the images are read at; a different teacher, weight file
 or image size gets a different folder, never stale features. A batch with a key the cache lacks runs the encoder.
+A split whose features would pass `max_gib` (fashion-mnist's 60,000 train images: 10 GiB at the demo's 64 x 656) is
+not cached: its table would not fit in memory, and a few hundred steps see fewer images than building it reads.
 """
 
 from __future__ import annotations
@@ -88,11 +90,13 @@ class FeatureTable:
 
 class TeacherFeatureCache(L.Callback):
     """Adds cached teacher features to every batch; builds the cache on first use. folder: where the
-    per-fingerprint folders go (default `features/` beside the training shards)."""
+    per-fingerprint folders go (default `features/` beside the training shards); max_gib: the largest split table
+    (fp32, held in memory) it builds, larger splits run the teacher per step."""
 
-    def __init__(self, *, folder: str | None = None, batch_size: int = 64) -> None:
+    def __init__(self, *, folder: str | None = None, batch_size: int = 64, max_gib: float = 2.0) -> None:
         self.folder = folder
         self.batch_size = batch_size
+        self.max_gib = max_gib
         self.tables: dict[str, FeatureTable] = {}
         self.fingerprint: str | None = None
         self.hits = self.misses = 0
@@ -106,12 +110,29 @@ class TeacherFeatureCache(L.Callback):
         for split, shards in (("train", data.train_shards), ("val", data.val_shards)):
             if not shards:
                 continue
+            gib = self.table_gib(encoder, data.image_size, shard_count(shards))
+            if gib is not None and gib > self.max_gib:
+                print(f"TeacherFeatureCache: not caching {split} ({Path(shards[0]).parent}): its features would take "
+                      f"{gib:.1f} GiB > max_gib={self.max_gib:g}; the teacher runs at each step")
+                continue
             root = Path(self.folder) if self.folder else Path(shards[0]).parent / "features"
             path = root / self.fingerprint[:16] / f"{split}.safetensors"
             if not path.is_file() and trainer.is_global_zero:
                 build_split(encoder, shards, data.image_size, path, batch_size=self.batch_size)
             trainer.strategy.barrier("teacher-feature-cache")
             self.tables[split] = FeatureTable(path)
+
+    @staticmethod
+    @torch.no_grad()
+    def table_gib(encoder: torch.nn.Module, image_size: int, count: int | None) -> float | None:
+        """GiB of a split's fp32 feature table, from one forward of a blank image; None when the count is unknown."""
+        if count is None:
+            return None
+        device = next(encoder.parameters()).device
+        was_training = encoder.training
+        per_image = encoder.eval()(torch.zeros(1, 3, image_size, image_size, device=device)).numel()
+        encoder.train(was_training)
+        return count * per_image * 4 / 2**30
 
     def _add(self, split: str, batch: Any, device: torch.device) -> None:
         table = self.tables.get(split)

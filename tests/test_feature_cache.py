@@ -47,6 +47,17 @@ def test_training_with_the_cache_matches_training_without(tiny_shards, tmp_path)
     assert [b[k] for k in sorted(b)] == pytest.approx([a[k] for k in sorted(a)], rel=1e-5)
 
 
+def test_a_split_past_max_gib_is_not_cached_and_training_runs_the_teacher(tiny_shards, tmp_path):
+    shards = tmp_path / "shards"
+    shutil.copytree(tiny_shards, shards)
+    done = run(armkit(*common(shards, tmp_path / "capped"), "--trainer.max_steps=4",
+                      "--trainer.callbacks+=armkit.recipes.feature_cache.TeacherFeatureCache",
+                      "--trainer.callbacks.max_gib=1e-9"))
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "not caching train" in done.stdout and "not caching val" in done.stdout, done.stdout[-2000:]
+    assert not list(shards.glob("features/*/*.safetensors")), "a split past max_gib must not be built"
+
+
 def test_features_need_a_frozen_encoder(tiny_encoder):
     from armkit.tokenizer import Tokenizer
 
