@@ -121,6 +121,12 @@ class TeacherFeatureCache(L.Callback):
                 build_split(encoder, shards, data.image_size, path, batch_size=self.batch_size)
             trainer.strategy.barrier("teacher-feature-cache")
             self.tables[split] = FeatureTable(path)
+            built = set(json.loads(path.with_suffix(".json").read_text()).get("shards", []))
+            missing = [Path(s).name for s in shards if Path(s).name not in built]
+            if missing:  # built for a subset of these shards (another run's shard pattern): never wrong, only slower
+                print(f"TeacherFeatureCache: {path} was built from {len(built)} shards and lacks {len(missing)} of "
+                      f"this run's {len(shards)} ({missing[0]}, ...); their batches run the teacher. Delete the file "
+                      f"to rebuild it for all of them.")
 
     @staticmethod
     @torch.no_grad()

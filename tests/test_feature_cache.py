@@ -58,6 +58,20 @@ def test_a_split_past_max_gib_is_not_cached_and_training_runs_the_teacher(tiny_s
     assert not list(shards.glob("features/*/*.safetensors")), "a split past max_gib must not be built"
 
 
+def test_a_cache_built_from_fewer_shards_says_so_and_is_still_used(tiny_shards, tmp_path):
+    from armkit.recipes.data.reader import expand_shards
+
+    shards = tmp_path / "shards"
+    shutil.copytree(tiny_shards, shards)
+    first = expand_shards(str(shards), split="train")[0]
+    callback = "--trainer.callbacks+=armkit.recipes.feature_cache.TeacherFeatureCache"
+    done = run(armkit(*common(shards, tmp_path / "one"), f"--data.train={first}", "--trainer.max_steps=2", callback))
+    assert done.returncode == 0, done.stderr[-3000:]
+    done = run(armkit(*common(shards, tmp_path / "all"), "--trainer.max_steps=2", callback))
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "was built from 1 shards and lacks" in done.stdout, done.stdout[-2000:]
+
+
 def test_features_need_a_frozen_encoder(tiny_encoder):
     from armkit.tokenizer import Tokenizer
 
