@@ -90,6 +90,20 @@ def test_table_has_sample_stds_paired_intervals_and_verdicts(tmp_path):
     assert (tmp_path / "plot.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_the_table_header_takes_the_classes_from_any_run_that_records_them(tmp_path):
+    from armkit.recipes.evaluation.table import write_outputs
+
+    runs = reports()
+    for r in runs:  # as evaluated before every variant recorded them: only runs with a trained sigmoid head did
+        if "sigmoid" not in VARIANTS[r["run"]["variant"]]:
+            r["protocol"]["zeroshot"] = {"classes_from": "meta.json", "head_trained": False}
+    runs.sort(key=lambda r: r["run"]["variant"] != "cap+pix")  # a run without them comes first
+    cfg = AblationConfig(path=tmp_path / "a.yaml", base=tmp_path / "tiny.yaml", loss_kinds=KINDS, variants=VARIANTS,
+                         seeds=[0, 1, 2], reference="all", max_steps=30, eval_data="x")
+    write_outputs(tmp_path, cfg, runs)
+    assert "; 4 classes (chance 25.0%" in (tmp_path / "table.md").read_text()
+
+
 def test_variants_are_named_sets_of_losses_and_weights(tmp_path):
     tiny = Path(__file__).resolve().parents[1] / "recipes" / "tokenizer" / "tiny.yaml"
     config = tmp_path / "sweep.yaml"

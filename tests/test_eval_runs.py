@@ -76,10 +76,14 @@ def test_ablate_writes_table_plot_and_one_metrics_json_per_run(ablation):
         summary = table["variants"][variant]["metrics"]
         assert summary["psnr"]["n"] == 1 and summary["psnr"]["mean"] == pytest.approx(report["metrics"]["psnr"])
         assert summary["psnr"]["std"] == 0.0
+        zeroshot = report["protocol"]["zeroshot"]  # what every variant's probe is read against, head or not
+        assert zeroshot["head_trained"] == ("sigmoid" in losses)
+        assert zeroshot["chance_top1"] == pytest.approx(100 / len(CLASSES)) and zeroshot["labelled"] > 0
     assert table["paper"]["all"]["zeroshot_top1"] == 80.2 and table["paper"]["cap+pix"]["psnr"] == 15.2
     md = (out / "table.md").read_text()
     assert "| cap+pix | caption + pixel |" in md and "| all | caption + distill + pixel + sigmoid |" in md
     assert "paper zero-shot" in md and "80.2" in md and "## The paper's claims" in md
+    assert f"; {len(CLASSES)} classes (chance {100 / len(CLASSES):.1f}%" in md
     assert (out / "plot.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 

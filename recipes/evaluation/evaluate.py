@@ -27,7 +27,7 @@ from armkit.recipes.evaluation.probe import linear_probe
 from armkit.recipes.evaluation.protocol import DEFINITIONS, RESIZE, Protocol
 from armkit.recipes.evaluation.provenance import git_state, package_versions, shards_fingerprint
 from armkit.recipes.evaluation.reconstruction import ReconstructionMetrics
-from armkit.recipes.evaluation.zeroshot import class_names, read_meta, zero_shot
+from armkit.recipes.evaluation.zeroshot import class_names, label_stats, read_meta, zero_shot
 from armkit.tokenizer.losses import CaptionLoss, SigmoidLoss
 
 FORMAT = "armkit.eval"
@@ -162,7 +162,8 @@ def evaluate(loaded: Loaded, data: str | Path, protocol: Protocol, *, classes: l
         skipped["feature_cosine"] = "Z and the encoder's features differ in width"
     if recon is not None:
         metrics.update(recon.compute())
-    zeroshot: dict[str, Any] = {"classes_from": names_from, "head_trained": sig_trained}
+    zeroshot: dict[str, Any] = {"classes_from": names_from, "head_trained": sig_trained,
+                                **(label_stats(labels, names) if names is not None else {})}
     head_keys = ("zeroshot_top1", "zeroshot_top1_balanced", "zeroshot_top5", "retrieval_i2t_r1", "retrieval_t2i_r1")
     if sig is None:
         skipped.update(dict.fromkeys(head_keys, loaded.heads_note or "the loss heads hold no SigmoidLoss"))

@@ -67,7 +67,8 @@ def summarise(cfg: AblationConfig, reports: list[dict[str, Any]]) -> dict[str, d
             by_seed = {int(r["run"]["seed"]): numeric(r["metrics"].get(name)) for r in runs}
             by_seed = {seed: v for seed, v in by_seed.items() if v is not None}
             metrics[name] = {**mean_std(list(by_seed.values())), "by_seed": by_seed}
-        chance = (runs[0]["protocol"].get("zeroshot") or {}).get("chance_top1")
+        chance = next((c for r in runs if (c := (r["protocol"].get("zeroshot") or {}).get("chance_top1")) is not None),
+                      None)
         summary[variant] = {"losses": cfg.variants[variant], "kinds": cfg.kinds(variant),
                             "weights": cfg.weights.get(variant, {}), "describe": cfg.describe(variant),
                             "chance_top1": chance, "seeds": [r["run"]["seed"] for r in runs], "metrics": metrics,
@@ -152,7 +153,10 @@ def render_markdown(cfg: AblationConfig, summary: dict[str, dict[str, Any]], pap
                     verdicts: list[dict[str, Any]]) -> str:
     shown = [c for c in COLUMNS if any(c[0] in s["metrics"] for s in summary.values())]
     protocol = reports[0]["protocol"] if reports else {}
-    data, zeroshot = protocol.get("data", {}), protocol.get("zeroshot") or {}
+    data = protocol.get("data", {})
+    # class counts from any run that records them (runs evaluated before every variant recorded them: head-trained ones)
+    zeroshot = next((z for r in reports if (z := r["protocol"].get("zeroshot") or {}).get("chance_top1") is not None),
+                    protocol.get("zeroshot") or {})
     budget = f"{cfg.max_steps} steps" if cfg.max_steps is not None else f"{cfg.minutes} min"
     if cfg.max_steps is not None and cfg.minutes is not None:
         budget += f" (at most {cfg.minutes} min)"

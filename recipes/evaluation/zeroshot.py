@@ -84,5 +84,14 @@ def zero_shot(embed_texts: Callable[[list[str]], torch.Tensor], image: torch.Ten
         metrics[f"{prefix}zeroshot_top5"] = 100.0 * topk_correct(scores, labels[keep], 5) / m
     elif top5:
         skipped[f"{prefix}zeroshot_top5"] = f"only {len(names)} classes"
-    majority = 100.0 * float(torch.bincount(labels[keep]).max()) / m  # always guessing the commonest class
-    return {"classes": names, "labelled": m, "chance_top1": 100.0 / len(names), "majority_top1": majority}
+    return label_stats(labels, names)
+
+
+def label_stats(labels: torch.Tensor, names: list[str]) -> dict[str, Any]:
+    """What a classification score is read against: the classes, how many eval samples carry a label, chance top-1
+    and the top-1 of always guessing the commonest class (the same for the head, teacher and probe scores)."""
+    labelled = labels[(labels >= 0) & (labels < len(names))]  # [m]
+    if not len(labelled):
+        return {"classes": names}
+    majority = 100.0 * float(torch.bincount(labelled).max()) / len(labelled)
+    return {"classes": names, "labelled": len(labelled), "chance_top1": 100.0 / len(names), "majority_top1": majority}
