@@ -75,15 +75,15 @@ def main(argv: list[str] | None = None) -> dict:
     for spec in args.run:
         label, _, folder = spec.partition("=")
         (points, last), final = curve(Path(folder)), final_eval(Path(folder))
-        scale = batch_size(Path(folder)) if args.x == "images" else 1
+        scale = batch_size(Path(folder)) if args.x == "images" else None
         result["runs"][label] = {"dir": folder, "val_psnr": points, "last_step": last, "eval": final,
-                                 "batch_size": scale if args.x == "images" else None}
-        points, last = [(s * scale, v) for s, v in points], last * scale
-        line, = ax.plot(*zip(*points), marker="o", markersize=3, label=f"{label} (val batches)")
+                                 "batch_size": scale}
+        line, = ax.plot([s * (scale or 1) for s, _ in points], [v for _, v in points], marker="o", markersize=3,
+                        label=f"{label} (val batches)")
         if final and final["psnr"] is not None:
-            ax.plot([last], [final["psnr"]], marker="*", markersize=12, color=line.get_color(),
-                     linestyle="none", label=f"{label}: armkit eval, all {final['count']} held-out")
-        rows.append({"run": label, "last_step": last // scale, "val_psnr": f"{points[-1][1]:.2f}",
+            ax.plot([last * (scale or 1)], [final["psnr"]], marker="*", markersize=12, color=line.get_color(),
+                    linestyle="none", label=f"{label}: armkit eval, all {final['count']} held-out")
+        rows.append({"run": label, "last_step": last, "val_psnr": f"{points[-1][1]:.2f}",
                      "eval_psnr": "–" if not final else f"{final['psnr']:.2f}"})
     ax.axhline(18.0, color="grey", linestyle=":", linewidth=1, label="issue 13's target, 18 dB")
     ax.set(xlabel="decoder-stage step" if args.x == "steps" else "training images seen (step × batch size)",

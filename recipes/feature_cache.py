@@ -80,8 +80,9 @@ class FeatureTable:
 
     def __init__(self, path: Path) -> None:
         self.features = load_file(str(path))["features"]  # [N, T, C]
-        keys = json.loads(path.with_suffix(".json").read_text())["keys"]
-        self.row = {k: i for i, k in enumerate(keys)}
+        index = json.loads(path.with_suffix(".json").read_text())
+        self.row = {k: i for i, k in enumerate(index["keys"])}
+        self.shards = set(index.get("shards", []))  # the shard names it was built from
 
     def lookup(self, keys: list[str]) -> torch.Tensor | None:
         rows = [self.row.get(k) for k in keys]
@@ -110,23 +111,23 @@ class TeacherFeatureCache(L.Callback):
         for split, shards in (("train", data.train_shards), ("val", data.val_shards)):
             if not shards:
                 continue
-            gib = self.table_gib(encoder, data.image_size, shard_count(shards))
-            if gib is not None and gib > self.max_gib:
-                print(f"TeacherFeatureCache: not caching {split} ({Path(shards[0]).parent}): its features would take "
-                      f"{gib:.1f} GiB > max_gib={self.max_gib:g}; the teacher runs at each step")
-                continue
             root = Path(self.folder) if self.folder else Path(shards[0]).parent / "features"
             path = root / self.fingerprint[:16] / f"{split}.safetensors"
-            if not path.is_file() and trainer.is_global_zero:
-                build_split(encoder, shards, data.image_size, path, batch_size=self.batch_size)
+            if not path.is_file():  # the size check only where a table would be built
+                gib = self.table_gib(encoder, data.image_size, shard_count(shards))
+                if gib is not None and gib > self.max_gib:
+                    print(f"TeacherFeatureCache: not caching {split} ({Path(shards[0]).parent}): its features would "
+                          f"take {gib:.1f} GiB > max_gib={self.max_gib:g}; the teacher runs at each step")
+                    continue
+                if trainer.is_global_zero:
+                    build_split(encoder, shards, data.image_size, path, batch_size=self.batch_size)
             trainer.strategy.barrier("teacher-feature-cache")
-            self.tables[split] = FeatureTable(path)
-            built = set(json.loads(path.with_suffix(".json").read_text()).get("shards", []))
-            missing = [Path(s).name for s in shards if Path(s).name not in built]
+            table = self.tables[split] = FeatureTable(path)
+            missing = [Path(s).name for s in shards if Path(s).name not in table.shards]
             if missing:  # built for a subset of these shards (another run's shard pattern): never wrong, only slower
-                print(f"TeacherFeatureCache: {path} was built from {len(built)} shards and lacks {len(missing)} of "
-                      f"this run's {len(shards)} ({missing[0]}, ...); their batches run the teacher. Delete the file "
-                      f"to rebuild it for all of them.")
+                print(f"TeacherFeatureCache: {path} was built from {len(table.shards)} shards and lacks "
+                      f"{len(missing)} of this run's {len(shards)} ({missing[0]}, ...); their batches run the teacher. "
+                      f"Delete the file to rebuild it for all of them.")
 
     @staticmethod
     @torch.no_grad()

@@ -53,6 +53,12 @@ def numeric(value: Any) -> float | None:
     return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
 
+def class_record(reports: list[dict[str, Any]]) -> dict[str, Any]:
+    """The protocol's zeroshot block (classes, chance, majority) of the first run that records them: runs evaluated
+    before every variant recorded them have them only where the sigmoid head trained."""
+    return next((z for r in reports if (z := r["protocol"].get("zeroshot") or {}).get("chance_top1") is not None), {})
+
+
 def summarise(cfg: AblationConfig, reports: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     """{variant: {"losses", "kinds", "weights", "seeds", "metrics": {name: mean_std + "by_seed"}, "train_seconds",
     "steps"}}; a metric is summarised over the seeds where it has a value."""
@@ -67,8 +73,7 @@ def summarise(cfg: AblationConfig, reports: list[dict[str, Any]]) -> dict[str, d
             by_seed = {int(r["run"]["seed"]): numeric(r["metrics"].get(name)) for r in runs}
             by_seed = {seed: v for seed, v in by_seed.items() if v is not None}
             metrics[name] = {**mean_std(list(by_seed.values())), "by_seed": by_seed}
-        chance = next((c for r in runs if (c := (r["protocol"].get("zeroshot") or {}).get("chance_top1")) is not None),
-                      None)
+        chance = class_record(runs).get("chance_top1")
         summary[variant] = {"losses": cfg.variants[variant], "kinds": cfg.kinds(variant),
                             "weights": cfg.weights.get(variant, {}), "describe": cfg.describe(variant),
                             "chance_top1": chance, "seeds": [r["run"]["seed"] for r in runs], "metrics": metrics,
@@ -153,10 +158,7 @@ def render_markdown(cfg: AblationConfig, summary: dict[str, dict[str, Any]], pap
                     verdicts: list[dict[str, Any]]) -> str:
     shown = [c for c in COLUMNS if any(c[0] in s["metrics"] for s in summary.values())]
     protocol = reports[0]["protocol"] if reports else {}
-    data = protocol.get("data", {})
-    # class counts from any run that records them (runs evaluated before every variant recorded them: head-trained ones)
-    zeroshot = next((z for r in reports if (z := r["protocol"].get("zeroshot") or {}).get("chance_top1") is not None),
-                    protocol.get("zeroshot") or {})
+    data, zeroshot = protocol.get("data", {}), class_record(reports) or protocol.get("zeroshot") or {}
     budget = f"{cfg.max_steps} steps" if cfg.max_steps is not None else f"{cfg.minutes} min"
     if cfg.max_steps is not None and cfg.minutes is not None:
         budget += f" (at most {cfg.minutes} min)"
