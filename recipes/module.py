@@ -14,7 +14,6 @@ N Euler steps from fixed noise, so a run shows its reconstruction curve and not 
 from __future__ import annotations
 
 import functools
-import math
 from typing import Any
 
 import lightning as L
@@ -23,19 +22,9 @@ from lightning.pytorch.utilities import rank_zero_info
 
 from armkit.common.weights import local_path, sha256_file
 from armkit.recipes.compile import compile_blocks
+from armkit.recipes.schedule import lr_factor
 from armkit.tokenizer import Tokenizer, to_spec
 from armkit.tokenizer.losses import LossSet
-
-
-def lr_factor(step: int, *, warmup_steps: int, cosine_steps: int) -> float:
-    """The LR multiplier after `step` optimizer steps: linear warmup (step + 1) / warmup_steps over the first
-    warmup_steps steps, then a cosine from 1 down to 0.1 over cosine_steps steps, then 0.1 (no cosine_steps: 1)."""
-    if step < warmup_steps:
-        return (step + 1) / warmup_steps
-    if cosine_steps <= 0:
-        return 1.0
-    progress = min(1.0, (step - warmup_steps) / cosine_steps)
-    return 0.1 + 0.45 * (1 + math.cos(math.pi * progress))
 
 
 @torch.no_grad()

@@ -107,7 +107,8 @@ def test_a_step_budget_ends_the_cosine_where_the_recipes_own_budget_does():
     exactly as the recipes' own max_steps and cosine_steps do."""
     import yaml
 
-    from armkit.recipes.commands.demo import DECODER_RECIPE, RECIPE, cosine_for
+    from armkit.recipes.commands.demo import DECODER_RECIPE, RECIPE
+    from armkit.recipes.schedule import cosine_for
 
     for recipe in (RECIPE, DECODER_RECIPE):
         cfg = yaml.safe_load(recipe.read_text())

@@ -16,7 +16,8 @@ import yaml
 
 from armkit.recipes.cli import main
 
-TINY = Path(__file__).resolve().parents[1] / "recipes" / "tokenizer" / "tiny.yaml"
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ROOT / "recipes" / "tokenizer" / "tiny.yaml"
 CLASSES = ["red", "green", "blue", "yellow"]  # the shapes' labels (conftest.make_shapes_folder)
 PROTOCOL = {"limit": 8, "batch_size": 4, "steps": 2, "seed": 0}
 ALL_KEYS = {"psnr", "ssim", "lpips", "rfid", "zeroshot_top1", "zeroshot_top1_balanced", "zeroshot_top5",
@@ -184,3 +185,38 @@ def test_ablation_budget_replaces_the_recipes_and_switches_every_loss(tmp_path):
                         "--model.losses.losses.sigmoid.init_args.enabled=false",
                         "--model.losses.losses.distill.init_args.enabled=false"]
     assert "--trainer.max_time=null" in train_argv(load_config(config), "all", 0)  # steps alone: no time cap
+
+
+def test_ablation_cosine_ends_with_the_run_unless_the_recipes_is_kept(tmp_path):
+    """`train.cosine: end` (the default) sets cosine_steps so that the LR reaches the schedule's floor (0.1x) at the
+    run's last step; `recipe` adds nothing to a run's arguments (runs made before the option match it); the recipe's
+    own length and a flat recipe add nothing either; a bad value names the key."""
+    from armkit.recipes.evaluation.ablation import AblationError, load_config, train_argv
+    from armkit.recipes.schedule import lr_factor, recipe_schedule
+
+    config = ROOT / "recipes" / "tokenizer" / "ablation.yaml"  # base: demo.yaml, 20 warmup + 480 cosine steps
+
+    def cosine_args(**kw):
+        cfg = load_config(config, variants=["all"], seeds=[0], **kw)
+        return cfg, [a for a in train_argv(cfg, "all", 0) if a.startswith("--model.cosine_steps=")]
+
+    cfg, args = cosine_args(max_steps=300)
+    assert args == ["--model.cosine_steps=280"]
+    warmup, recipe_cosine = recipe_schedule(cfg.base)
+    assert (warmup, recipe_cosine) == (20, 480)
+    assert lr_factor(300, warmup_steps=warmup, cosine_steps=280) == pytest.approx(0.1)
+    assert lr_factor(299, warmup_steps=warmup, cosine_steps=280) < 0.1001
+    assert lr_factor(300, warmup_steps=warmup, cosine_steps=recipe_cosine) == pytest.approx(0.4334, abs=1e-3)
+    kept, args = cosine_args(max_steps=300, cosine="recipe")
+    assert args == [] and train_argv(kept, "all", 0) == [a for a in train_argv(cfg, "all", 0) if a not in
+                                                          ("--model.cosine_steps=280",)]
+    assert cosine_args(max_steps=500)[1] == []  # 20 + 480: the recipe's own length
+    assert cosine_args(max_steps=300, cosine="100")[1] == ["--model.cosine_steps=100"]
+    timed = tmp_path / "timed.yaml"  # a time budget alone: the step count is unknown, the recipe's cosine stays
+    timed.write_text(yaml.safe_dump({"base": str(cfg.base), "variants": {"all": ["caption", "pixel", "sigmoid",
+                                     "distill"]}, "train": {"minutes": 5.0}, "eval": {"data": str(tmp_path)}}))
+    assert not [a for a in train_argv(load_config(timed), "all", 0) if "cosine_steps" in a]
+    flat = write_config(tmp_path / "flat.yaml", tmp_path)  # tiny.yaml: no cosine, flat after warmup
+    assert not [a for a in train_argv(load_config(flat), "all", 0) if "cosine_steps" in a]
+    with pytest.raises(AblationError, match=r"train.cosine \(--cosine\) must be"):
+        load_config(config, cosine="fast")

@@ -26,6 +26,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seeds", nargs="+", type=int, help="seeds (default: the config's)")
     parser.add_argument("--max-steps", type=int, help="training steps per run (default: the config's)")
     parser.add_argument("--minutes", type=float, help="training minutes per run (default: the config's)")
+    parser.add_argument("--cosine", help="'end' (the config's default: each run's LR reaches the cosine's floor at "
+                                          "its last step), 'recipe' (the recipe's cosine_steps) or a number of steps")
     parser.add_argument("--limit", type=int, help="eval samples per run (default: the config's eval.protocol.limit)")
     parser.add_argument("--steps", type=int, help="decoder sampler steps in eval (default: the config's)")
     parser.add_argument("--dry-run", action="store_true", help="print each run's `armkit train` arguments and stop")
@@ -37,7 +39,8 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         cfg = load_config(args.config, seeds=args.seeds, variants=args.variants, max_steps=args.max_steps,
-                          minutes=args.minutes, limit=args.limit, steps=args.steps, data=args.data)
+                          minutes=args.minutes, limit=args.limit, steps=args.steps, data=args.data,
+                          cosine=args.cosine)
     except (AblationError, ProtocolError) as e:
         print(f"armkit ablate: {e}", file=sys.stderr)
         return 2

@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 from armkit.recipes.cli import main as armkit
+from armkit.recipes.schedule import cosine_for
 
 RECIPE = Path(__file__).resolve().parents[1] / "tokenizer" / "demo.yaml"
 DECODER_RECIPE = Path(__file__).resolve().parents[1] / "decoder" / "demo.yaml"
@@ -59,16 +60,6 @@ def train_stage(argv: list[str], resume: bool) -> tuple[object, Path] | None:
         print("armkit demo: the recipe saved no last checkpoint (a ModelCheckpoint with save_last: true is needed)")
         return None
     return trainer, ckpt
-
-
-def cosine_for(config: Path, steps: int) -> int:
-    """The cosine length that ends a `steps`-step run at the schedule's floor: steps minus the recipe's warmup, as
-    the recipes themselves set it (demo.yaml: 20 + 480 = 500 steps)."""
-    import yaml
-
-    model = yaml.safe_load(config.read_text()).get("model") or {}
-    warmup = (model.get("init_args") or model).get("warmup_steps") or 0
-    return max(1, steps - int(warmup))
 
 
 def grid_of(trainer) -> Path | None:

@@ -11,7 +11,7 @@ The config is plain YAML (not LightningCLI); see recipes/tokenizer/ablation.yaml
     reference: all                          # the row every other is compared with, paired by seed (default: the
                                             # variant with every loss at the recipe's weights, else the first)
     seeds: [0, 1, 2]                        # seed_everything, model.seed and data.seed of each run
-    train: {max_steps: 300, minutes: null, args: [...]}   # budget per run; extra `armkit train` arguments
+    train: {max_steps: 300, minutes: null, cosine: end, args: [...]}   # budget per run; extra `armkit train` args
     eval: {data: null, classes: null, device: cpu, protocol: {limit: 256, steps: 10, ...}}
     keep_checkpoints: false                 # false: keep only each run's final checkpoint
 
@@ -20,6 +20,12 @@ training ends), run.json (settings, training time) and metrics.json (`armkit eva
 exists is skipped; one with a resumable checkpoint but no final one resumes (`--ckpt_path last`). A run trained or
 evaluated with other settings is an error naming what to delete, so that one table never mixes settings; deleting only
 the metrics.json files re-evaluates under a new protocol without training again.
+
+`train.cosine` (or `--cosine`): `end` (default) sets the recipe's cosine_steps so that each run's learning rate
+reaches the schedule's floor at its last step (max_steps minus the recipe's warmup), like `armkit demo --steps`;
+`recipe` keeps the recipe's own cosine_steps (a shorter run then stops part-way down it); an integer sets it. With a
+time budget alone (`minutes`, no max_steps) the step count is unknown and `end` keeps the recipe's, as it does for a
+recipe without a cosine (cosine_steps 0: flat after warmup).
 """
 
 from __future__ import annotations
@@ -35,6 +41,7 @@ from typing import Any
 import yaml
 
 from armkit.recipes.evaluation.protocol import Protocol
+from armkit.recipes.schedule import cosine_for, recipe_schedule
 
 LOSS_KINDS = {"CaptionLoss": "caption", "PixelLoss": "pixel", "SigmoidLoss": "sigmoid", "DistillLoss": "distill"}
 KEYS = {"base", "data", "variants", "reference", "seeds", "train", "eval", "keep_checkpoints"}
@@ -57,6 +64,7 @@ class AblationConfig:
     data: dict[str, str | None] = field(default_factory=dict)
     max_steps: int | None = None
     minutes: float | None = None
+    cosine_steps: int | None = None  # set on every run; None: the recipe's
     train_args: list[str] = field(default_factory=list)
     eval_data: str = ""
     classes: list[str] | None = None
@@ -131,7 +139,8 @@ def recipe_losses(base: Path) -> tuple[dict[str, str], dict[str, Any]]:
 
 def load_config(path: str | Path, *, seeds: list[int] | None = None, variants: list[str] | None = None,
                 max_steps: int | None = None, minutes: float | None = None, limit: int | None = None,
-                steps: int | None = None, data: str | Path | None = None) -> AblationConfig:
+                steps: int | None = None, data: str | Path | None = None,
+                cosine: str | int | None = None) -> AblationConfig:
     """Parse and check the ablation YAML; the keyword arguments (command-line flags) win over it. `data`: one shard
     folder for training, validation and evaluation (`armkit ablate --data`)."""
     path = Path(path)
@@ -170,7 +179,7 @@ def load_config(path: str | Path, *, seeds: list[int] | None = None, variants: l
     train = raw.get("train") or {}
     given_data = raw.get("data") or {}
     evaluation = raw.get("eval") or {}
-    for key, block, known in (("train", train, {"max_steps", "minutes", "args"}),
+    for key, block, known in (("train", train, {"max_steps", "minutes", "cosine", "args"}),
                               ("data", given_data, {"train", "val"}),
                               ("eval", evaluation, {"data", "classes", "device", "protocol"})):
         extra = sorted(set(block) - known) if isinstance(block, dict) else ["(not a mapping)"]
@@ -180,6 +189,8 @@ def load_config(path: str | Path, *, seeds: list[int] | None = None, variants: l
     minutes = minutes if minutes is not None else train.get("minutes")
     if max_steps is None and minutes is None:
         raise AblationError(f"{path}: give train.max_steps or train.minutes (the recipe's stream never ends)")
+    cosine_steps = resolve_cosine(path, base, cosine if cosine is not None else train.get("cosine", "end"),
+                                  max_steps)
     if data is not None:  # --data: one shard folder for everything
         given_data, evaluation = {"train": str(data), "val": str(data)}, {**evaluation, "data": str(data)}
     data = given_data
@@ -191,10 +202,29 @@ def load_config(path: str | Path, *, seeds: list[int] | None = None, variants: l
     protocol = protocol.replace(limit=limit, steps=steps)
     return AblationConfig(path=path, base=base, loss_kinds=loss_kinds, variants=chosen, seeds=seeds, data=data,
                           weights={v: weights[v] for v in chosen}, reference=str(reference),
-                          max_steps=max_steps, minutes=minutes, train_args=[str(a) for a in train.get("args") or []],
+                          max_steps=max_steps, minutes=minutes, cosine_steps=cosine_steps,
+                          train_args=[str(a) for a in train.get("args") or []],
                           eval_data=str(eval_data), classes=evaluation.get("classes"),
                           device=str(evaluation.get("device") or "cpu"), protocol=protocol,
                           keep_checkpoints=bool(raw.get("keep_checkpoints", False)))
+
+
+def resolve_cosine(path: Path, base: Path, cosine: str | int, max_steps: int | None) -> int | None:
+    """The cosine_steps every run sets, or None where the recipe's stays: `end` (the run's last step is the
+    schedule's floor), `recipe`, or a number of steps."""
+    if isinstance(cosine, str) and cosine.strip().lstrip("-").isdigit():
+        cosine = int(cosine)
+    recipe_cosine = recipe_schedule(base)[1]
+    if cosine == "recipe" or (cosine == "end" and (max_steps is None or recipe_cosine == 0)):
+        return None  # a recipe without a cosine (flat after warmup) stays flat
+    if cosine == "end":
+        steps = cosine_for(base, int(max_steps))
+    elif isinstance(cosine, int) and not isinstance(cosine, bool) and cosine >= 0:
+        steps = cosine
+    else:
+        raise AblationError(f"{path}: train.cosine (--cosine) must be 'end', 'recipe' or a number of steps >= 0, "
+                            f"got {cosine!r}")
+    return None if steps == recipe_cosine else steps  # the recipe's own value changes nothing
 
 
 def max_time(minutes: float) -> str:
@@ -222,6 +252,8 @@ def train_argv(cfg: AblationConfig, variant: str, seed: int) -> list[str]:
         argv.append("--trainer.max_steps=-1")
     # The ablation's budget replaces the recipe's: without `minutes`, every run trains exactly max_steps steps.
     argv.append(f"--trainer.max_time={max_time(float(cfg.minutes)) if cfg.minutes is not None else 'null'}")
+    if cfg.cosine_steps is not None:
+        argv.append(f"--model.cosine_steps={cfg.cosine_steps}")
     argv += cfg.train_args
     # One extra checkpoint callback that saves exactly once, when training ends (max_steps or max_time): the weights
     # evaluated. save_top_k=0 keeps it from saving on the recipe's schedule.
