@@ -26,6 +26,7 @@ from torch import nn
 from armkit.backbones.codec import ByteCodec, HFCodec
 from armkit.backbones.sequence import IGNORE, Vocab
 from armkit.common.buildable import Buildable
+from armkit.common.remote_code import no_remote_code
 from armkit.common.weights import local_path
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -88,7 +89,8 @@ class ARModel(Buildable, nn.Module):
                 if not (folder / "config.json").is_file():
                     raise FileNotFoundError(f"ARModel: no transformers model folder (config.json) at {folder}")
                 self.codec: ByteCodec | HFCodec = HFCodec(folder)
-                self.lm = AutoModelForCausalLM.from_pretrained(str(folder), dtype=DTYPES[dtype])
+                self.lm = AutoModelForCausalLM.from_pretrained(no_remote_code(folder), dtype=DTYPES[dtype],
+                                                               trust_remote_code=False)
             else:
                 if "model_type" not in config:
                     raise ValueError("ARModel: config needs a model_type (e.g. qwen2, qwen3, llama)")

@@ -31,7 +31,9 @@ class HFCodec:
     def __init__(self, folder: str | Path) -> None:
         from transformers import AutoTokenizer
 
-        self.tokenizer = AutoTokenizer.from_pretrained(str(folder))
+        from armkit.common.remote_code import no_remote_code
+
+        self.tokenizer = AutoTokenizer.from_pretrained(no_remote_code(folder), trust_remote_code=False)
         if self.tokenizer.eos_token_id is None:
             raise ValueError(f"{folder}: the tokenizer has no end-of-text (eos) token")
         self.eos = int(self.tokenizer.eos_token_id)

@@ -8,8 +8,11 @@ each weaker condition's rows) and mixes the logits each step:
     editing         l = u + s_img * (i - u) + s_txt * (c - i)             (ARM: s_txt = 1.5, s_img = 1.25)
 
 with c the full condition, i the source image without the instruction, u neither (InstructPix2Pix's two scales). The
-factorized head mixes and samples each FSQ dimension's logits separately. KV cache: transformers' `DynamicCache`;
-`use_cache=False` recomputes the whole sequence each step (the reference the cache is tested against). Every random
+factorized head mixes and samples each FSQ dimension's logits separately. KV cache: transformers' `StaticCache`
+sized once for prompt + image (or `DynamicCache`, cache="dynamic"), with the ids, attention mask and position ids
+preallocated (nothing is concatenated per token), and optionally the one-token step under `torch.compile`
+(compile=True; CUDA graphs on CUDA); `use_cache=False` recomputes the whole sequence each step (the reference the
+cache is tested against, greedy codes equal). Every random
 draw takes `generator=`, never the global generator. Text (understanding) decodes greedily or by sampling until the
 codec's end-of-text.
 """
@@ -65,64 +68,129 @@ def mix(branches: list[torch.Tensor], scales: list[float]) -> torch.Tensor:
     return out
 
 
-def new_cache(cache_class: type, model: ARModel):
+CACHES = ("static", "dynamic")
+
+
+def new_cache(cache_class: type, model: ARModel, **kwargs):
     """An empty transformers cache (releases before 4.56 take no config)."""
     try:
-        return cache_class(config=model.lm.config)
+        return cache_class(config=model.lm.config, **kwargs)
     except TypeError:
-        return cache_class()
+        return cache_class(**kwargs)
 
 
-class Decoder:
-    """One batch of prompts decoded token by token, with or without the KV cache."""
+class TokenStream:
+    """One batch of prompts decoded token by token, with or without the KV cache.
 
-    def __init__(self, model: ARModel, prompts: list[list[int]], *, use_cache: bool = True) -> None:
-        from transformers import DynamicCache
+    max_new_tokens: how many ids `feed` will append at most; the ids, the attention mask and the position ids are
+    allocated once for prompt + max_new_tokens (no per-token torch.cat), and with cache="static" the KV cache is a
+    transformers `StaticCache` of that length (written in place; the one `torch.compile` can capture). Without it
+    (None) the buffers grow by doubling and the cache is a `DynamicCache`. compile: the one-token decode step runs
+    under `torch.compile` (static cache only; CUDA graphs on CUDA). use_cache=False recomputes the whole sequence
+    each step from the same buffers (the reference the cache is tested against).
+    """
 
+    def __init__(self, model: ARModel, prompts: list[list[int]], *, use_cache: bool = True,
+                 max_new_tokens: int | None = None, cache: str = "static", compile: bool = False) -> None:
+        if cache not in CACHES:
+            raise ValueError(f"cache must be one of {CACHES}, got {cache!r}")
         self.model, self.use_cache = model, use_cache
-        self.ids, self.mask = left_pad(model.vocab, prompts)
+        ids, mask = left_pad(model.vocab, prompts)
         device = next(model.parameters()).device
-        self.ids, self.mask = self.ids.to(device), self.mask.to(device)
-        self.cache = new_cache(DynamicCache, model) if use_cache else None
-        self.hidden = self._run(self.ids, positions(self.mask))  # prefill: [B, H] at the last position
+        self.length = self.prompt_length = ids.shape[1]  # ids written so far (every row: the prompts are left-padded)
+        self.static = use_cache and cache == "static" and max_new_tokens is not None
+        room = 16 if max_new_tokens is None else max_new_tokens
+        self._allocate(ids.to(device), mask.to(device), self.length + room)
+        self.cache = None
+        if use_cache:
+            if self.static:
+                from transformers import StaticCache
 
-    def _run(self, ids: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
-        step = self.model.trunk(ids, self.mask, pos, cache=self.cache, use_cache=self.use_cache)
-        self.cache = step.cache
-        return step.hidden[:, -1]
+                try:
+                    self.cache = new_cache(StaticCache, model, max_cache_len=self.capacity)
+                except TypeError:  # releases before 4.56 size it by batch, device and dtype too: the dynamic one
+                    self.static = False
+            if not self.static:
+                from transformers import DynamicCache
+
+                self.cache = new_cache(DynamicCache, model)
+        self._step, self.compiled = self._decode, compile
+        if compile:
+            if not self.static:
+                raise ValueError("compile needs the static cache (cache='static' and max_new_tokens)")
+            mode = "reduce-overhead" if device.type == "cuda" else None  # reduce-overhead: CUDA graphs
+            self._step = torch.compile(self._decode, mode=mode, dynamic=False, fullgraph=False)
+        length = self.length
+        step = model.trunk(self.ids[:, :length], self._mask(length), self.pos[:, :length], cache=self.cache,
+                           use_cache=use_cache)  # prefill
+        self.hidden = step.hidden[:, -1]  # [B, H] at the last position
+        self.cache = step.cache if use_cache else None
+
+    def _allocate(self, ids: torch.Tensor, mask: torch.Tensor, capacity: int) -> None:
+        """ids / mask / position buffers [B, capacity]: the prompt, then ones (future tokens are real tokens)."""
+        rows, length = ids.shape
+        self.capacity = capacity
+        self.ids = ids.new_full((rows, capacity), self.model.vocab.pad)
+        self.ids[:, :length] = ids
+        self.mask = mask.new_ones((rows, capacity))
+        self.mask[:, :length] = mask
+        self.pos = positions(self.mask)  # the same ids as positions() of every prefix
+
+    def _mask(self, length: int) -> torch.Tensor:
+        # a static cache spans the whole capacity (transformers reads the mask up to it); otherwise the seen ids
+        return self.mask if self.static else self.mask[:, :length]
+
+    def _decode(self, ids: torch.Tensor, mask: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
+        return self.model.trunk(ids, mask, pos, cache=self.cache, use_cache=True).hidden[:, -1]
 
     def feed(self, ids: torch.Tensor) -> torch.Tensor:
         """Append ids [B] and return the new last hidden state [B, H]."""
-        self.mask = torch.cat([self.mask, self.mask.new_ones(len(ids), 1)], dim=1)
-        self.ids = torch.cat([self.ids, ids[:, None]], dim=1)
-        pos = positions(self.mask)
+        c = self.length
+        if c == self.capacity:
+            if self.static:
+                raise ValueError(f"TokenStream: more than the {self.capacity - self.prompt_length} new tokens it "
+                                 "was sized for")
+            self._allocate(self.ids, self.mask, 2 * self.capacity)
+        self.ids[:, c] = ids
+        self.length = c + 1
         if self.use_cache:
-            self.hidden = self._run(ids[:, None], pos[:, -1:])
+            hidden = self._step(ids[:, None], self._mask(c + 1), self.pos[:, c: c + 1])
+            self.hidden = hidden.clone() if self.compiled else hidden  # a CUDA graph reuses its output buffer
         else:
-            self.hidden = self._run(self.ids, pos)
+            n = c + 1
+            self.hidden = self.model.trunk(self.ids[:, :n], self.mask[:, :n], self.pos[:, :n]).hidden[:, -1]
         return self.hidden
 
 
-def _visual_step(model: ARModel, hidden: torch.Tensor, branches: int, scales: list[float], sampling: Sampling,
-                 generator: torch.Generator | None) -> torch.Tensor:
-    """Mixed logits of every branch -> one code per sample [B]."""
-    logits = model.visual_logits(hidden).float()  # [branches * B, C or sum(levels)]
-    mixed = mix(list(logits.chunk(branches)), scales)
-    if model.head_kind == "full":
-        return sample(mixed, sampling, generator)
-    digits = [sample(part, sampling, generator) for part in model.split_levels(mixed)]  # K x [B]
-    basis = torch.cumprod(torch.tensor([1, *model.levels[:-1]], device=mixed.device), 0)
-    return sum(d * b for d, b in zip(digits, basis))
+class _VisualSampler:
+    """Mixed logits of every branch -> one code per sample [B] (the factorized head's basis made once)."""
+
+    def __init__(self, model: ARModel, branches: int, scales: list[float], sampling: Sampling,
+                 generator: torch.Generator | None, device: torch.device) -> None:
+        self.model, self.branches, self.scales, self.sampling, self.generator = (model, branches, scales, sampling,
+                                                                                 generator)
+        if model.head_kind != "full":
+            self.basis = torch.cumprod(torch.tensor([1, *model.levels[:-1]], device=device), 0).tolist()
+
+    def __call__(self, hidden: torch.Tensor) -> torch.Tensor:
+        logits = self.model.visual_logits(hidden).float()  # [branches * B, C or sum(levels)]
+        mixed = mix(list(logits.chunk(self.branches)), self.scales) if self.branches > 1 else logits
+        if self.model.head_kind == "full":
+            return sample(mixed, self.sampling, self.generator)
+        digits = [sample(part, self.sampling, self.generator) for part in self.model.split_levels(mixed)]  # K x [B]
+        return sum(d * b for d, b in zip(digits, self.basis))
 
 
 @torch.no_grad()
 def generate_image(model: ARModel, prompts: list[list[int]], grid: tuple[int, int], *,
                    weaker: list[list[list[int]]] = (), scales: list[float] = (), sampling: Sampling = SAMPLE,
-                   generator: torch.Generator | None = None, use_cache: bool = True) -> torch.Tensor:
+                   generator: torch.Generator | None = None, use_cache: bool = True, cache: str = "static",
+                   compile: bool = False) -> torch.Tensor:
     """Codes [B, h*w] of one image per prompt (each prompt ends in `BOI H W` for `grid`).
 
     weaker: for guidance, the same prompts with conditions removed, strongest first, the unconditional last (one list
-    of B prompts per branch); scales: one per consecutive pair (see `mix`). No weaker prompts: no guidance.
+    of B prompts per branch); scales: one per consecutive pair (see `mix`). No weaker prompts: no guidance. All
+    branches decode as one batch. cache / compile: see `TokenStream` (the codes do not depend on them).
     """
     v = model.vocab
     tail = [v.boi, v.height(grid[0]), v.width(grid[1])]
@@ -132,37 +200,42 @@ def generate_image(model: ARModel, prompts: list[list[int]], grid: tuple[int, in
         raise ValueError(f"prompt {bad[0]} does not end in BOI H{grid[0]} W{grid[1]} (sequence.image_prompt)")
     if any(len(branch) != len(prompts) for branch in weaker):
         raise ValueError("every guidance branch needs one prompt per conditional prompt")
-    branches = 1 + len(weaker)
-    decoder = Decoder(model, rows, use_cache=use_cache)
-    codes = []
-    for t in range(grid[0] * grid[1]):
-        code = _visual_step(model, decoder.hidden, branches, list(scales), sampling, generator)  # [B]
-        codes.append(code)
-        if t + 1 < grid[0] * grid[1]:
-            decoder.feed(v.visual(code).repeat(branches))
-    return torch.stack(codes, dim=1)  # [B, h*w]
+    branches, n = 1 + len(weaker), grid[0] * grid[1]
+    if len(scales) != branches - 1:
+        raise ValueError(f"{branches} guidance branches need {branches - 1} scales, got {len(scales)}")
+    decoder = TokenStream(model, rows, use_cache=use_cache, max_new_tokens=n - 1, cache=cache, compile=compile)
+    step = _VisualSampler(model, branches, list(scales), sampling, generator, decoder.ids.device)
+    codes = decoder.ids.new_empty((len(prompts), n))
+    for t in range(n):
+        code = step(decoder.hidden)  # [B]
+        codes[:, t] = code
+        if t + 1 < n:
+            decoder.feed((code + v.visual_start).repeat(branches))
+    return codes  # [B, h*w]
 
 
 @torch.no_grad()
 def generate_text(model: ARModel, prompts: list[list[int]], *, max_new_tokens: int = 64,
                   sampling: Sampling = GREEDY, generator: torch.Generator | None = None,
-                  use_cache: bool = True) -> list[list[int]]:
+                  use_cache: bool = True, cache: str = "static") -> list[list[int]]:
     """Text ids after each prompt (understanding: the prompt is `UND BOI H W v... EOI`), up to the codec's
     end-of-text (excluded) or max_new_tokens. Only text ids can be sampled."""
     v, eos = model.vocab, model.codec.eos
-    decoder = Decoder(model, prompts, use_cache=use_cache)
-    out: list[list[int]] = [[] for _ in prompts]
-    done = torch.zeros(len(prompts), dtype=torch.bool)
-    for _ in range(max_new_tokens):
+    decoder = TokenStream(model, prompts, use_cache=use_cache, max_new_tokens=max(max_new_tokens - 1, 0),
+                          cache=cache)
+    new = decoder.ids.new_full((len(prompts), max_new_tokens), eos)
+    done = torch.zeros(len(prompts), dtype=torch.bool, device=new.device)
+    steps = 0
+    for t in range(max_new_tokens):
         logits = model.text_logits(decoder.hidden).float()[:, : v.text_size]
-        ids = sample(logits, sampling, generator)
-        for i, tok in enumerate(ids.tolist()):
-            if not done[i]:
-                if tok == eos:
-                    done[i] = True
-                else:
-                    out[i].append(tok)
-        if done.all():
+        ids = sample(logits, sampling, generator).masked_fill(done, eos)
+        new[:, t] = ids
+        done |= ids == eos
+        steps = t + 1
+        if t + 1 == max_new_tokens or bool(done.all()):
             break
         decoder.feed(ids)
+    out = []
+    for row in new[:, :steps].tolist():
+        out.append(row[: row.index(eos)] if eos in row else row)
     return out

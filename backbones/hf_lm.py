@@ -9,6 +9,7 @@ import torch.nn.functional as nnf
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from armkit.backbones.base import CausalLM, LMOutput
+from armkit.common.remote_code import no_remote_code
 from armkit.common.weights import local_path
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -29,8 +30,9 @@ class HFCausalLM(CausalLM):
             raise FileNotFoundError(f"no transformers model folder (config.json) at {folder}")
         if dtype not in DTYPES:
             raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
-        self.tokenizer = AutoTokenizer.from_pretrained(str(folder))
-        self.model = AutoModelForCausalLM.from_pretrained(str(folder), dtype=DTYPES[dtype])
+        self.tokenizer = AutoTokenizer.from_pretrained(no_remote_code(folder), trust_remote_code=False)
+        self.model = AutoModelForCausalLM.from_pretrained(no_remote_code(folder), dtype=DTYPES[dtype],
+                                                          trust_remote_code=False)
         if self.tokenizer.eos_token_id is None:
             raise ValueError(f"{folder}: the tokenizer has no end-of-text (eos) token")
         self.eos_id = int(self.tokenizer.eos_token_id)

@@ -1,12 +1,26 @@
 """AR stage cost: generation tokens/s with and without the KV cache at 256 and 1,024 image tokens, the cost of CFG,
-and the full softmax head against the factorized FSQ head (speed, memory, loss after equal steps).
+armkit's decode against transformers' own generate(), GRPO rollout throughput, and the full softmax head against the
+factorized FSQ head (speed, memory, loss after equal steps).
 
+    python benchmarks/ar_generate.py --quick                                    # seconds: tiny sizes, CPU
     python benchmarks/ar_generate.py --preset tiny --device cpu                 # this project's CPU machine
-    python benchmarks/ar_generate.py --preset qwen2.5-0.5b --device cuda --dtype bfloat16
+    python benchmarks/ar_generate.py --preset qwen2.5-0.5b --device cuda --dtype bfloat16 --batch 8 --compile
 
 Models are random-init `ARModel`s of a transformers config (no weights needed): generation speed does not depend on
 the weights. The codebook is the paper's FSQ [2]*16 (65,536 codes). Generation: text-to-image, batch --batch, greedy
 ids would be the same with or without the cache (tests/test_ar_generate.py), so sampling is plain temperature 1.
+The summary (one run, side by side, written to --out, default benchmarks/results/ar-generate.json):
+
+- kv_speedup_1024: recomputation time / KV-cache time at 1,024 image tokens (CFG on, first head), null unless 1,024
+  is among --tokens (kv_speedup holds every measured size);
+- overhead_vs_hf_generate: armkit's cached decode of N image tokens (no CFG, batch --batch, the largest --tokens)
+  over transformers' own `generate()` of the same model as a plain causal LM (backbones/hf_export.py: the same
+  trunk, vocabulary T + S + C) sampling the same N new tokens from the same prompts (DynamicCache, its default), also
+  with cache_implementation="static"; and the exported model's generate() with armkit's logits processors;
+- images_per_s: {"cfg": .., "no_cfg": ..} at the largest --tokens (and "cfg_compiled" with --compile);
+- grpo_rollout_images_per_s: recipes/rl/rollout.py's sample_groups (--rollout-prompts x --group-size images);
+- protocol: the git commit (protocol.git.commit), the command, the environment, the sizes.
+
 The head comparison trains each head for --train-steps on synthetic codes with known structure: 16 classes, each a
 fixed random template of codes, 25% of positions replaced by a uniform code; the prompt names the class. Its loss
 floor (the data's entropy per visual token given the prompt) is printed with the results.
@@ -30,6 +44,7 @@ if __package__ in (None, ""):  # `python benchmarks/ar_generate.py`: make `armki
 from armkit.backbones import sequence as S  # noqa: E402
 from armkit.backbones.ar import ARModel  # noqa: E402
 from armkit.backbones.generate import Sampling, generate_image  # noqa: E402
+from armkit.recipes.evaluation.provenance import git_state  # noqa: E402
 from benchmarks.common import environment, print_table  # noqa: E402
 
 PRESETS = {
@@ -54,7 +69,7 @@ def build(preset: str, head: str, device: torch.device, dtype: str) -> ARModel:
 
 
 def time_generation(model: ARModel, tokens: int, *, batch: int, cfg: bool, cache: bool,
-                    device: torch.device) -> float:
+                    device: torch.device, compile: bool = False) -> float:
     side = int(math.isqrt(tokens))
     grid = (side, side)
     v = model.vocab
@@ -64,7 +79,7 @@ def time_generation(model: ARModel, tokens: int, *, batch: int, cfg: bool, cache
     sync(device)
     start = time.perf_counter()
     codes = generate_image(model, cond, grid, weaker=weaker, scales=[1.5] if cfg else [], sampling=Sampling(1.0),
-                           generator=gen, use_cache=cache)
+                           generator=gen, use_cache=cache, compile=compile)
     sync(device)
     assert codes.shape == (batch, tokens)
     return time.perf_counter() - start
@@ -95,6 +110,125 @@ def generation_rows(args: argparse.Namespace, device: torch.device) -> list[dict
                         and o["head"] == r["head"]]
             r["cfg_cost"] = with_cfg[0]["seconds"] / r["seconds"]
     return rows
+
+
+def t2i_rows(model: ARModel, grid: tuple[int, int], batch: int, texts: list[str] | None = None) -> list[list[int]]:
+    texts = texts or ["a photo of a cat"] * batch
+    return [S.text_to_image_prompt(model.vocab, model.codec.encode(t), grid) for t in texts]
+
+
+def best_of(fn, repeats: int, device: torch.device, warm=None) -> float:
+    """One warm-up call (`warm`, else `fn`), then the fastest of `repeats` timed calls of `fn` (seconds). A short
+    warm-up does for eager code; compiled code (shapes fixed by the static cache's length) warms up on `fn` itself."""
+    (warm or fn)()
+    times = []
+    for _ in range(max(repeats, 1)):
+        sync(device)
+        start = time.perf_counter()
+        fn()
+        sync(device)
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def summary(args: argparse.Namespace, device: torch.device, generation: list[dict] | None) -> dict:
+    """The side-by-side numbers of the module docstring (full head: the one transformers can run as a plain LM)."""
+    from armkit.backbones import hf_processors
+    from armkit.backbones.hf_export import sequence_meta, to_hf_causal_lm
+    from armkit.backbones.sequence import left_pad
+    from armkit.recipes.rl.rollout import sample_groups, visual_logprobs
+
+    out: dict = {}
+    speedups = {r["image_tokens"]: r["cache_speedup"] for r in generation or [] if "cache_speedup" in r}
+    out["kv_speedup"] = {str(k): v for k, v in sorted(speedups.items())}
+    out["kv_speedup_1024"] = speedups.get(1024)
+
+    model = build(args.preset, "full", device, args.dtype)
+    n = max(args.tokens)
+    side = int(math.isqrt(n))
+    grid, b = (side, side), args.batch
+    n = side * side
+    timings: dict = {}
+
+    def armkit(cfg: bool, compile: bool = False) -> float:
+        def run(tokens: int) -> float:
+            return time_generation(model, tokens, batch=b, cfg=cfg, cache=True, device=device, compile=compile)
+        return best_of(lambda: run(n), args.repeats, device, warm=None if compile else lambda: run(16))
+
+    timings["armkit_cached_s"] = armkit(False)
+    timings["armkit_cached_cfg_s"] = armkit(True)
+    errors: dict = {}
+
+    def attempt(name: str, fn) -> None:  # an optional variant that fails is recorded, not fatal
+        try:
+            timings[name] = fn()
+        except Exception as e:  # noqa: BLE001
+            errors[name] = " ".join(f"{type(e).__name__}: {e}".split())[:500]
+            print(f"  {name} failed: {errors[name]}", flush=True)
+
+    if args.compile:
+        attempt("armkit_compiled_s", lambda: armkit(False, True))
+        attempt("armkit_compiled_cfg_s", lambda: armkit(True, True))
+    print(f"  armkit cached decode, {n} tokens x {b}: {timings['armkit_cached_s']:.3f} s", flush=True)
+
+    lm = to_hf_causal_lm(model)
+    ids, mask = (t.to(device) for t in left_pad(model.vocab, t2i_rows(model, grid, b)))
+    plain = dict(max_new_tokens=n, min_new_tokens=n, do_sample=True, temperature=1.0, top_k=0, top_p=1.0,
+                 pad_token_id=model.vocab.pad)
+
+    def hf(full_warm: bool = False, **kwargs) -> float:
+        def call(**kwargs) -> None:
+            torch.manual_seed(0)
+            with torch.no_grad():
+                new = lm.generate(input_ids=ids, attention_mask=mask, **kwargs).shape[1] - ids.shape[1]
+            assert new == kwargs["max_new_tokens"], new
+        short = {**plain, "max_new_tokens": 16, "min_new_tokens": 16}
+        return best_of(lambda: call(**kwargs), args.repeats, device,
+                       warm=None if full_warm else lambda: call(**short))
+
+    timings["hf_generate_s"] = hf(**plain)
+    attempt("hf_generate_static_s", lambda: hf(True, **plain, cache_implementation="static"))
+    meta = sequence_meta(model, grid=grid)
+    gen = torch.Generator(device=device).manual_seed(0)
+    timings["hf_export_processors_s"] = hf(**hf_processors.image_generate_kwargs(
+        meta, grid, prompt_length=ids.shape[1], batch=b, temperature=1.0, generator=gen))
+    print(f"  transformers generate(): {timings['hf_generate_s']:.3f} s (static cache "
+          f"{timings.get('hf_generate_static_s', float('nan')):.3f} s; export + armkit processors "
+          f"{timings['hf_export_processors_s']:.3f} s)", flush=True)
+    lm = None  # freed before the rollout
+
+    def ratio(a: str, b: str) -> float | None:
+        return timings[a] / timings[b] if a in timings and b in timings else None
+
+    out["overhead_vs_hf_generate"] = ratio("armkit_cached_s", "hf_generate_s")
+    out["overhead_vs_hf_generate_static"] = ratio("armkit_cached_s", "hf_generate_static_s")
+    out["compiled_vs_hf_generate_static"] = ratio("armkit_compiled_s", "hf_generate_static_s")
+    out["images_per_s"] = {"cfg": b / timings["armkit_cached_cfg_s"], "no_cfg": b / timings["armkit_cached_s"]}
+    for key, name in (("cfg_compiled", "armkit_compiled_cfg_s"), ("no_cfg_compiled", "armkit_compiled_s")):
+        if name in timings:
+            out["images_per_s"][key] = b / timings[name]
+    out["image_tokens"], out["batch"], out["timings_s"], out["errors"] = n, b, timings, errors
+
+    r_side = int(math.isqrt(args.rollout_tokens))
+    r_grid = (r_side, r_side)
+    prompts = t2i_rows(model, r_grid, args.rollout_prompts, [f"prompt {i}" for i in range(args.rollout_prompts)])
+    images = args.rollout_prompts * args.group_size
+    state: dict = {}
+
+    def rollout() -> None:
+        state["r"] = sample_groups(model, prompts, r_grid, group_size=args.group_size, sampling=Sampling(1.0),
+                                   generator=torch.Generator(device=device).manual_seed(0))
+
+    rollout_s = best_of(rollout, args.repeats, device)
+    with torch.no_grad():
+        score_s = best_of(lambda: visual_logprobs(model, state["r"].prompts, state["r"].codes), args.repeats,
+                          device)
+    out["grpo_rollout_images_per_s"] = images / rollout_s
+    out["grpo_logprob_images_per_s"] = images / score_s
+    out["grpo"] = {"prompts": args.rollout_prompts, "group_size": args.group_size, "image_tokens": r_side ** 2,
+                   "rollout_s": rollout_s, "logprob_s": score_s}
+    print(f"  GRPO rollout: {images} images of {r_side ** 2} tokens in {rollout_s:.3f} s", flush=True)
+    return out
 
 
 def synthetic_batch(model: ARModel, rng: torch.Generator, *, batch: int, grid: tuple[int, int],
@@ -166,12 +300,32 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--train-batch", type=int, default=8)
     parser.add_argument("--train-grid", type=int, default=16)
     parser.add_argument("--lr", type=float, default=1e-3)
-    parser.add_argument("--skip", nargs="*", default=[], choices=["generation", "heads"])
-    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/ar_generate.json"))
+    parser.add_argument("--skip", nargs="*", default=[], choices=["generation", "summary", "heads"])
+    parser.add_argument("--repeats", type=int, default=1, help="timed calls after one warm-up (the fastest counts)")
+    parser.add_argument("--compile", action="store_true", help="also time the torch.compile'd decode step")
+    parser.add_argument("--rollout-prompts", type=int, default=4, help="GRPO rollout: prompts")
+    parser.add_argument("--group-size", type=int, default=8, help="GRPO rollout: images per prompt")
+    parser.add_argument("--rollout-tokens", type=int, default=256, help="GRPO rollout: image tokens (a square)")
+    parser.add_argument("--quick", action="store_true",
+                        help="seconds-long smoke run: defaults of tiny preset, 16 and 64 tokens, full head, 3 train "
+                             "steps, a 2 x 2 rollout of 16 tokens (default --out "
+                             "benchmarks/results/ar-generate-quick.json)")
+    parser.add_argument("--out", type=Path, help="default benchmarks/results/ar-generate.json")
+    if "--quick" in (sys.argv[1:] if argv is None else argv):  # smaller defaults; flags given still win
+        parser.set_defaults(preset="tiny", tokens=[16, 64], heads=["full"], train_steps=3, train_grid=4,
+                            train_batch=2, rollout_prompts=2, group_size=2, rollout_tokens=16)
     args = parser.parse_args(argv)
+    if args.out is None:
+        args.out = Path("benchmarks/results") / ("ar-generate-quick.json" if args.quick else "ar-generate.json")
     device = torch.device(args.device)
-    result = {"environment": environment(device), "command": " ".join(sys.argv), "preset": PRESETS[args.preset],
-              "codebook": {"levels": LEVELS, "size": math.prod(LEVELS)}, "dtype": args.dtype}
+    command = " ".join([sys.executable, "benchmarks/ar_generate.py", *(sys.argv[1:] if argv is None else argv)])
+    result = {"environment": environment(device), "command": command, "preset": PRESETS[args.preset],
+              "codebook": {"levels": LEVELS, "size": math.prod(LEVELS)}, "dtype": args.dtype,
+              "protocol": {"git": git_state(), "command": command, "device": str(device), "dtype": args.dtype,
+                           "preset": args.preset, "batch": args.batch, "tokens": args.tokens,
+                           "repeats": args.repeats, "quick": args.quick, "compile": args.compile,
+                           "timing": "one warm-up call, then the fastest of --repeats (summary); one call per row "
+                                     "after a 16-token warm-up (generation table)"}}
     with torch.inference_mode(False):
         if "generation" not in args.skip:
             result["generation"] = rows = generation_rows(args, device)
@@ -184,6 +338,11 @@ def main(argv: list[str] | None = None) -> int:
                     print(f"KV cache speed-up at {r['image_tokens']} tokens (CFG on): {r['cache_speedup']:.1f}x")
                 if "cfg_cost" in r:
                     print(f"CFG cost at {r['image_tokens']} tokens, {r['head']} head: {r['cfg_cost']:.2f}x the time")
+        if "summary" not in args.skip:
+            result.update(summary(args, device, result.get("generation")))
+            print(f"\nKV speed-up at 1,024 tokens: {result['kv_speedup_1024']}; armkit cached decode / "
+                  f"transformers generate(): {result['overhead_vs_hf_generate']:.2f}x; images/s "
+                  f"{result['images_per_s']}; GRPO rollout {result['grpo_rollout_images_per_s']:.2f} images/s")
         if "heads" not in args.skip:
             result["heads"] = rows = head_rows(args, device)
             result["loss_floor"] = entropy_floor(math.prod(LEVELS), 0.25)

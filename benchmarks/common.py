@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import importlib.metadata
 import json
 import platform
 import sys
@@ -14,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-PACKAGES = ("torch", "timm", "vector-quantize-pytorch", "lightning", "transformers", "diffusers", "armkit")
+from armkit.recipes.evaluation.provenance import package_versions
 
 
 def cpu_name() -> str:
@@ -32,13 +31,7 @@ def environment(device: torch.device) -> dict:
         name = torch.cuda.get_device_name(device)
     else:
         name = f"{cpu_name()}, {torch.get_num_threads()} threads"
-    versions = {}
-    for pkg in PACKAGES:
-        try:
-            versions[pkg] = importlib.metadata.version(pkg)
-        except importlib.metadata.PackageNotFoundError:
-            versions[pkg] = None
-    return {"device": f"{device.type}: {name}", "cpu_threads": torch.get_num_threads(), "versions": versions,
+    return {"device": f"{device.type}: {name}", "cpu_threads": torch.get_num_threads(), "versions": package_versions(),
             "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")}
 
 

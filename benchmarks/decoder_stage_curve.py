@@ -24,7 +24,7 @@ from benchmarks.common import print_table, write_json  # noqa: E402
 def curve(run: Path) -> tuple[list[tuple[int, float]], int]:
     """(step, val/psnr) of the newest metrics.csv under `run`, and the run's last step; steps as Lightning logs them
     (0-based) plus one."""
-    from armkit.recipes.summary import metric_curves, newest_metrics_csv
+    from armkit.recipes.training.summary import metric_curves, newest_metrics_csv
 
     log = newest_metrics_csv(run)
     if log is None:
@@ -40,7 +40,7 @@ def batch_size(run: Path) -> int:
     """data.batch_size from the config.yaml LightningCLI saved beside the run's newest metrics.csv."""
     import yaml
 
-    from armkit.recipes.summary import newest_metrics_csv
+    from armkit.recipes.training.summary import newest_metrics_csv
 
     config = newest_metrics_csv(run).parent / "config.yaml"
     if not config.is_file():

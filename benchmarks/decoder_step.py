@@ -5,7 +5,7 @@
 
 Times, after two warm-up steps, the mean of `--repeats` steps of the export's decoder on random Z (the decoder's cost
 does not depend on Z's values) and the frozen tokenizer's forward on cached-size features. With --compile, also the
-decoder with its transformer blocks compiled in place (recipes/compile.py), and the first compiled step (the
+decoder with its transformer blocks compiled in place (recipes/training/compile.py), and the first compiled step (the
 compile). Prints a table and writes JSON.
 """
 
@@ -39,7 +39,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--out", type=Path)
     args = ap.parse_args(argv)
 
-    from armkit.recipes.compile import compile_blocks
+    from armkit.recipes.training.compile import compile_blocks
     from armkit.tokenizer import Tokenizer
 
     torch.manual_seed(0)

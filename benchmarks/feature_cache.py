@@ -26,7 +26,7 @@ from benchmarks.train_step import build  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> dict:
-    from armkit.recipes.feature_cache import FeatureTable, build_split
+    from armkit.recipes.tokenizer.feature_cache import FeatureTable, build_split
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--config", required=True)

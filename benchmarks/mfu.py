@@ -16,7 +16,7 @@ each loss reads (the caption loss's `max_length` tokens, the text tower's contex
 - peak: the measured throughput of a square bf16 (or fp32) matmul on the same device, not a datasheet figure.
 - MFU = model FLOPs per step / median step time / peak.
 - variants: `--compile off on` (on: every repeated transformer block compiled in place, which is what the recipe
-  option `model.compile: true` does; see recipes/compile.py) x `--attention sdpa xformers` (the pixel DiT's
+  option `model.compile: true` does; see recipes/training/compile.py) x `--attention sdpa xformers` (the pixel DiT's
   attention; xformers runs on CUDA only and is skipped, with the reason, where it cannot run).
 
 Prints two tables (variants; FLOPs by part) and writes JSON with the device, versions and the command.
@@ -39,7 +39,7 @@ import yaml
 from torch.utils.flop_counter import FlopCounterMode, sdpa_backward_flop_count, sdpa_flop_count
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from armkit.recipes.compile import compile_blocks  # noqa: E402
+from armkit.recipes.training.compile import compile_blocks  # noqa: E402
 from benchmarks.common import environment, print_table, write_json  # noqa: E402
 from benchmarks.stand_ins import random_init  # noqa: E402
 from benchmarks.train_step import build, timed  # noqa: E402

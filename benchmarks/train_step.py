@@ -41,9 +41,9 @@ def timed(fn, repeats: int, device: torch.device) -> float:
 
 
 def build(config: str, overrides: list[str]):
-    from armkit.recipes.commands.train import ArmkitCLI
     from armkit.recipes.data import ShardDataModule
-    from armkit.recipes.module import TokenizerModule
+    from armkit.recipes.tokenizer.module import TokenizerModule
+    from armkit.recipes.training.fit import ArmkitCLI
 
     cli = ArmkitCLI(TokenizerModule, ShardDataModule, args=["--config", config, *overrides], run=False,
                     save_config_callback=None)

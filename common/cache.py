@@ -1,7 +1,7 @@
 """Where `armkit assets` keeps converted models, and how code finds one by name (`asset:NAME` paths).
 
 Only the lookup lives here, so that every package can resolve `asset:` paths; fetching and converting are in
-`armkit.recipes.assets`.
+`armkit.recipes.data.assets`.
 """
 
 from __future__ import annotations

@@ -30,6 +30,9 @@ def load_vae(vae_path: str | None, vae_config: dict[str, Any] | None, subfolder:
     folder = Path(vae_path) / (subfolder or "")
     if not (folder / "config.json").is_file():
         raise FileNotFoundError(f"vae_path: no AutoencoderKL config.json in {folder}")
+    from armkit.common.remote_code import no_remote_code
+
+    no_remote_code(folder)  # diffusers' AutoencoderKL runs no folder code, but a folder carrying code is refused alike
     return AutoencoderKL.from_pretrained(vae_path, subfolder=subfolder, local_files_only=True)
 
 

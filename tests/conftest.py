@@ -53,7 +53,7 @@ def make_shapes_folder(folder, n: int = 48, seed: int = 0):
 @pytest.fixture(scope="session")
 def tiny_shards(tmp_path_factory):
     """Shards of 48 shape images (36 train in 5 shards, 12 val), written through `armkit data folder`."""
-    from armkit.recipes.cli import main
+    from armkit.recipes.commands.cli import main
 
     root = tmp_path_factory.mktemp("tiny-data")
     index = make_shapes_folder(root / "images")

@@ -28,7 +28,7 @@ def local_llama(folder):
 
 
 def test_local_weights_keep_the_lm_and_its_vocabulary_and_export_without_the_folder(tmp_path):
-    from armkit.recipes.autoregressive.export import load_ar, save_ar
+    from armkit.recipes.ar.export import load_ar, save_ar
 
     lm = local_llama(tmp_path / "llama")
     model = ARModel(path=str(tmp_path / "llama"), codebook_size=12, levels=[3, 4], head="factorized", max_grid=2)

@@ -16,7 +16,7 @@ import pytest
 import torch
 import yaml
 
-from armkit.recipes.cli import main
+from armkit.recipes.commands.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
 AR_TINY = str(ROOT / "recipes" / "ar" / "tiny.yaml")
@@ -58,7 +58,7 @@ def test_tokenize_writes_codes_meta_and_resumes(chain, tiny_shards, capsys):
     tok = json.loads((chain / "tok" / "config.json").read_text())
     assert meta["tokenizer"]["codebook_size"] == tok["codebook_size"] == 1000
     assert meta["tokenizer"]["grid"] == tok["grid"] and meta["splits"]["train"]["count"] == 36
-    from armkit.recipes.autoregressive.codes import CodeReader
+    from armkit.recipes.ar.codes import CodeReader
     from armkit.recipes.data.reader import ShardReader
     from armkit.tokenizer import Tokenizer
 
@@ -80,8 +80,8 @@ def test_fingerprint_mismatch_is_refused_naming_both(chain, tiny_shards, capsys)
     # codes already written by another tokenizer
     assert main(["tokenize", "--tokenizer", str(other), "--data", str(tiny_shards), "--out",
                  str(chain / "codes")]) == 2
-    out = capsys.readouterr().out
-    from armkit.recipes.autoregressive.codes import tokenizer_fingerprint
+    out = capsys.readouterr().err
+    from armkit.recipes.ar.codes import tokenizer_fingerprint
 
     a, b = tokenizer_fingerprint(chain / "tok"), tokenizer_fingerprint(other)
     assert a != b and a[:16] in out and b[:16] in out and "tokenizer mismatch" in out
@@ -132,7 +132,7 @@ def test_export_then_generate_writes_pngs_of_the_tokenizers_size(chain, capsys):
     capsys.readouterr()
     assert main(["generate", "--model", str(ckpt), "--tokenizer", str(other), "--prompt", "x", "--out",
                  str(chain / "refused")]) == 2
-    assert "tokenizer mismatch" in capsys.readouterr().out
+    assert "tokenizer mismatch" in capsys.readouterr().err
 
 
 def test_export_loads_without_lightning(chain):
@@ -141,7 +141,7 @@ def test_export_loads_without_lightning(chain):
         if not ckpt.exists():
             assert main(train_args(chain, "run-qwen2", "--trainer.max_steps=2")) == 0
         assert main(["export", "--ckpt", str(ckpt), "--out", str(chain / "ar-export")]) == 0
-    code = ("import sys; from armkit.recipes.autoregressive.export import load_ar; "
+    code = ("import sys; from armkit.recipes.ar.export import load_ar; "
             f"m = load_ar({str(chain / 'ar-export')!r}).model; "
             "assert 'lightning' not in sys.modules, 'lightning imported'; print(m.vocab.codebook_size)")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
@@ -151,7 +151,7 @@ def test_export_loads_without_lightning(chain):
 @pytest.mark.slow
 def test_ar_sigkill_then_resume_matches_uninterrupted_run(chain):
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
-    cli = [sys.executable, "-m", "armkit.recipes.cli"]
+    cli = [sys.executable, "-m", "armkit.recipes.commands.cli"]
     ckpt_every = ["--trainer.callbacks.every_n_train_steps=5"]
     straight = subprocess.run([*cli, *train_args(chain, "straight", *ckpt_every)], env=env, capture_output=True,
                               text=True, timeout=600)
@@ -178,7 +178,7 @@ def test_ar_sigkill_then_resume_matches_uninterrupted_run(chain):
 
 
 def test_frechet_distance_matches_an_independent_formula():
-    from armkit.recipes.autoregressive.evaluate import frechet_distance
+    from armkit.recipes.ar.evaluate import frechet_distance
 
     gen = torch.Generator().manual_seed(0)
     a = torch.randn(400, 5, generator=gen) @ torch.randn(5, 5, generator=gen)
@@ -195,9 +195,9 @@ def test_frechet_distance_matches_an_independent_formula():
 
 def test_evaluation_runs_and_caption_nll_is_the_models_loss(chain, tiny_shards):
     from armkit.backbones import sequence as S
-    from armkit.recipes.autoregressive.codes import CodeReader
-    from armkit.recipes.autoregressive.evaluate import PretrainedFeatures, caption_metrics, evaluate_ar
-    from armkit.recipes.autoregressive.export import load_ar
+    from armkit.recipes.ar.codes import CodeReader
+    from armkit.recipes.ar.evaluate import PretrainedFeatures, caption_metrics, evaluate_ar
+    from armkit.recipes.ar.export import load_ar
     from armkit.tokenizer import Tokenizer
 
     ckpt = chain / "run-qwen2" / "checkpoints" / "last.ckpt"
@@ -227,7 +227,7 @@ def test_training_refuses_codes_of_another_tokenizer(chain, tiny_shards, capsys)
                  str(chain / "codes-other"), "--splits", "train"]) == 0
     capsys.readouterr()
     assert main(train_args(chain, "mixed", f"--data.init_args.train={chain / 'codes-other'}")) == 2
-    assert "tokenizer mismatch: data.train" in capsys.readouterr().out  # train and val codes disagree
+    assert "tokenizer mismatch: data.train" in capsys.readouterr().err  # train and val codes disagree
     ckpt = chain / "run-llama" / "checkpoints" / "last.ckpt"
     if not ckpt.exists():
         assert main(train_args(chain, "run-llama", "--trainer.max_steps=2",
@@ -236,7 +236,7 @@ def test_training_refuses_codes_of_another_tokenizer(chain, tiny_shards, capsys)
     assert main(train_args(chain, "resume-other", f"--data.init_args.train={chain / 'codes-other'}",
                            "--data.init_args.val=null", "--model.init_args.model.init_args.config.model_type=llama",
                            "--trainer.max_steps=30", "--ckpt_path", str(ckpt))) == 2
-    assert "the checkpoint was made with tokenizer" in capsys.readouterr().out  # resumed on other codes
+    assert "the checkpoint was made with tokenizer" in capsys.readouterr().err  # resumed on other codes
 
 
 @pytest.mark.parametrize("recipe,names", [("paper", "model.init_args.model.init_args.path"),
@@ -244,12 +244,12 @@ def test_training_refuses_codes_of_another_tokenizer(chain, tiny_shards, capsys)
 def test_paper_and_demo_recipes_parse_and_ask_for_their_inputs(recipe, names, capsys, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # no data/emoji-codes here
     assert main(["train", "--config", str(ROOT / "recipes" / "ar" / f"{recipe}.yaml")]) == 2
-    assert names in capsys.readouterr().out
+    assert names in capsys.readouterr().err
 
 
 def test_pretrained_features_in_chunks_equal_one_batch():
     """The feature network runs in chunks (2,000 images at 224 px at once need over 20 GB); chunking changes nothing."""
-    from armkit.recipes.autoregressive.evaluate import PretrainedFeatures
+    from armkit.recipes.ar.evaluate import PretrainedFeatures
 
     torch.manual_seed(0)
     net = PretrainedFeatures(weights=None, size=32)

@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from armkit.backbones.ar import ARModel
-from armkit.recipes.autoregressive.codes import BadSample, code_sample, decode_codes
-from armkit.recipes.autoregressive.tasks import build_sequences, check_tasks
-from armkit.recipes.autoregressive.tokenize import skin_tone_pairs
+from armkit.recipes.ar.codes import BadSample, code_sample, decode_codes
+from armkit.recipes.ar.tasks import build_sequences, check_tasks
+from armkit.recipes.ar.tokenize import skin_tone_pairs
 
 CONFIG = dict(model_type="llama", hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
               num_key_value_heads=1)

@@ -14,8 +14,8 @@ import timm
 import torch
 from safetensors.torch import load_file, save_file
 
-from armkit.recipes import assets
 from armkit.recipes.commands import assets as command
+from armkit.recipes.data import assets
 from armkit.tokenizer.encoders.timm_encoder import TimmEncoder
 
 APACHE_OPENING = "Apache Software License 2.0\n\nCopyright (c) 2020\n\nLicensed under the Apache License, Version 2.0"

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as nnf
 
 from armkit.common.weights import sha256_file
-from armkit.recipes.assets import AssetError, asset_path, asset_spec, load_manifest
+from armkit.recipes.data.assets import AssetError, asset_path, asset_spec, load_manifest
 from armkit.tokenizer import build
 
 pytestmark = pytest.mark.assets

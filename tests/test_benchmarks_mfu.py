@@ -10,7 +10,7 @@ import torch.nn.functional as nnf
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
-from armkit.recipes.compile import compile_blocks, repeated_blocks
+from armkit.recipes.training.compile import compile_blocks, repeated_blocks
 from benchmarks import mfu, stand_ins
 
 

@@ -17,7 +17,7 @@ import pytest
 import torch
 from test_recipes_train import TINY, armkit, common, run
 
-from armkit.recipes.checkpoint_io import SafeCheckpointIO, clean_stale_temps, newest_readable
+from armkit.recipes.training.checkpoint_io import SafeCheckpointIO, clean_stale_temps, newest_readable
 
 
 @pytest.fixture(scope="module")
@@ -74,7 +74,7 @@ def test_sigkill_mid_write_leaves_no_partial_checkpoint_and_the_next_save_cleans
     folder = tmp_path / "ckpts"
     script = textwrap.dedent(f"""
         import torch
-        from armkit.recipes.checkpoint_io import SafeCheckpointIO
+        from armkit.recipes.training.checkpoint_io import SafeCheckpointIO
         io, big = SafeCheckpointIO(), {{"state_dict": {{"w": torch.arange(16 * 2**20, dtype=torch.float32)}}}}
         while True:
             io.save_checkpoint(big, {str(folder / "last.ckpt")!r})
@@ -133,16 +133,16 @@ def crafted(trained: Path, tmp_path: Path, hparams: dict) -> Path:
 def spy_on_module(monkeypatch) -> list[dict]:
     import functools
 
-    from armkit.recipes.commands import train
+    from armkit.recipes.tokenizer.module import TokenizerModule
 
-    seen, original = [], train.TokenizerModule.__init__
+    seen, original = [], TokenizerModule.__init__
 
     @functools.wraps(original)  # keeps the signature jsonargparse reads
     def spy(self, *args, **kwargs):
         seen.append(kwargs)
         original(self, *args, **kwargs)
 
-    monkeypatch.setattr(train.TokenizerModule, "__init__", spy)
+    monkeypatch.setattr(TokenizerModule, "__init__", spy)
     return seen
 
 
@@ -180,7 +180,7 @@ def test_nothing_named_in_a_checkpoint_is_imported(trained, tiny_shards, tmp_pat
 
 def test_resume_never_starts_over_silently(tmp_path):
     """Every checkpoint unreadable, or an explicit path that does not load: one error, not a fresh run."""
-    from armkit.recipes.resume import ResumeError, pick
+    from armkit.recipes.training.resume import ResumeError, pick
 
     (tmp_path / "last.ckpt").write_bytes(b"PK\x03\x04 cut short")
     (tmp_path / "epoch=0-step=5.ckpt").write_bytes(b"")
@@ -192,7 +192,7 @@ def test_resume_never_starts_over_silently(tmp_path):
 
 
 def test_compare_reports_each_difference_from_the_recipe(tmp_path):
-    from armkit.recipes.resume import compare
+    from armkit.recipes.training.resume import compare
 
     path = tmp_path / "x.ckpt"
     torch.save({"state_dict": {}, "hyper_parameters": {"lr": 1.0e9, "betas": [0.9, 0.95]},

@@ -13,24 +13,26 @@ ALL_OFF = [f"{LOSSES}.{name}.init_args.enabled=false" for name in ("caption", "p
 
 def refused(monkeypatch, capsys, shards, *overrides: str) -> str:
     """Runs `armkit train` on the tiny recipe and real shards with `overrides` (so that only the override is wrong);
-    asserts exit status 2, nothing built, one line out."""
+    asserts exit status 2, nothing built, one line on stderr and nothing on stdout."""
     from armkit.recipes.commands import train
+    from armkit.recipes.tokenizer.module import TokenizerModule
 
-    built, original = [], train.TokenizerModule.__init__
+    built, original = [], TokenizerModule.__init__
 
     @functools.wraps(original)  # keeps the signature jsonargparse reads
     def spy(self, *args, **kwargs):
         built.append(1)
         original(self, *args, **kwargs)
 
-    monkeypatch.setattr(train.TokenizerModule, "__init__", spy)
+    monkeypatch.setattr(TokenizerModule, "__init__", spy)
     code = train.main(["--config", TINY, f"--data.train={shards}", f"--data.val={shards}", "--trainer.max_steps=1",
                        "--trainer.limit_val_batches=0", "--trainer.logger=false",
                        f"--trainer.default_root_dir={shards.parent / 'runs'}", *overrides])
     out, err = capsys.readouterr()
     assert not built, "a model was built before the config was checked"
     assert code == 2
-    lines = [line for line in (out + err).splitlines() if line.strip() and not line.startswith("Seed set")]
+    assert not [line for line in out.splitlines() if line.strip() and not line.startswith("Seed set")], out
+    lines = [line for line in err.splitlines() if line.strip()]
     assert len(lines) == 1, lines
     return lines[0]
 

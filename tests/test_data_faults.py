@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from armkit.recipes.cli import main
+from armkit.recipes.commands.cli import main
 from armkit.recipes.data import writer
 
 

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from armkit.recipes.cli import main
+from armkit.recipes.commands.cli import main
 from armkit.recipes.data import fashion_mnist
 from armkit.recipes.data.emoji import code_points
 from armkit.recipes.data.fetch import FetchError, apt_deb, npm_tarball

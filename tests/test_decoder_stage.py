@@ -1,4 +1,4 @@
-"""The decoder stage (recipes/decoder_module.py): only the decoder trains on a frozen export; its checkpoint exports
+"""The decoder stage (recipes/decoder/module.py): only the decoder trains on a frozen export; its checkpoint exports
 as the source export with the decoder replaced, and resumes exactly."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from armkit.recipes.cli import main
+from armkit.recipes.commands.cli import main
 from armkit.tokenizer import Tokenizer
 from armkit.tokenizer.hub import read_safetensors
 from tests.test_ar_recipes import tiny_tokenizer
@@ -64,7 +64,7 @@ def test_resume_is_exact(stage, tiny_shards, tmp_path):
 
 def test_a_decoder_of_the_wrong_width_is_refused(tmp_path):
     from armkit.decoders import PixelDiT
-    from armkit.recipes.decoder_module import DecoderModule
+    from armkit.recipes.decoder.module import DecoderModule
 
     export = tiny_tokenizer(tmp_path / "tok", seed=0)
     with pytest.raises(ValueError, match="cond_dim 7 != the tokenizer's embed_dim"):
@@ -123,7 +123,7 @@ def test_ema_keeps_the_average_where_sampling_and_export_read_and_resumes_exactl
 
 
 def test_val_psnr_is_per_image_at_the_decoders_size_and_logged(stage, tiny_shards, tmp_path):
-    from armkit.recipes.module import held_out_psnr
+    from armkit.recipes.tokenizer.module import held_out_psnr
 
     _, export = stage
     tok = Tokenizer.from_pretrained(export).eval()

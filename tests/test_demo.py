@@ -19,7 +19,7 @@ DECODER_TINY = ROOT / "recipes" / "decoder" / "tiny.yaml"
 
 def run(*args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
-    return subprocess.run([sys.executable, "-m", "armkit.recipes.cli", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "armkit.recipes.commands.cli", *args], capture_output=True, text=True,
                           env=env, timeout=600)
 
 
@@ -108,7 +108,7 @@ def test_a_step_budget_ends_the_cosine_where_the_recipes_own_budget_does():
     import yaml
 
     from armkit.recipes.commands.demo import DECODER_RECIPE, RECIPE
-    from armkit.recipes.schedule import cosine_for
+    from armkit.recipes.training.schedule import cosine_for
 
     for recipe in (RECIPE, DECODER_RECIPE):
         cfg = yaml.safe_load(recipe.read_text())

@@ -14,7 +14,7 @@ from types import SimpleNamespace
 import pytest
 import yaml
 
-from armkit.recipes.cli import main
+from armkit.recipes.commands.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ROOT / "recipes" / "tokenizer" / "tiny.yaml"
@@ -130,11 +130,11 @@ def test_eval_twice_gives_identical_numbers_and_pins_the_protocol(ablation):
 
 
 def test_eval_of_an_export_matches_the_checkpoint_and_needs_no_lightning(ablation, tmp_path):
-    from armkit.recipes.checkpoint_export import export_checkpoint
+    from armkit.recipes.tokenizer.export import export_checkpoint
 
     folder = export_checkpoint(ckpt(ablation, "all"), tmp_path / "export")
     out = tmp_path / "metrics.json"
-    script = ("import sys; from recipes.cli import main; rc = main(sys.argv[1:]); "
+    script = ("import sys; from recipes.commands.cli import main; rc = main(sys.argv[1:]); "
               "assert 'lightning' not in sys.modules, 'eval imported lightning'; sys.exit(rc)")
     args = ["eval", "--tokenizer", str(folder), "--data", str(ablation.shards), "--out", str(out),
             "--classes", *CLASSES, *[f"--{k.replace('_', '-')}={v}" for k, v in PROTOCOL.items()]]
@@ -151,7 +151,7 @@ def test_eval_of_an_export_matches_the_checkpoint_and_needs_no_lightning(ablatio
 
 
 def test_export_without_heads_skips_head_metrics_with_the_reason(ablation, tmp_path):
-    from armkit.recipes.checkpoint_export import export_checkpoint
+    from armkit.recipes.tokenizer.export import export_checkpoint
 
     folder = export_checkpoint(ckpt(ablation, "cap+pix"), tmp_path / "export", heads=False)
     report = evaluate_ckpt(folder, ablation.shards)
@@ -192,7 +192,7 @@ def test_ablation_cosine_ends_with_the_run_unless_the_recipes_is_kept(tmp_path):
     run's last step; `recipe` adds nothing to a run's arguments (runs made before the option match it); the recipe's
     own length and a flat recipe add nothing either; a bad value names the key."""
     from armkit.recipes.evaluation.ablation import AblationError, load_config, train_argv
-    from armkit.recipes.schedule import lr_factor, recipe_schedule
+    from armkit.recipes.training.schedule import lr_factor, recipe_schedule
 
     config = ROOT / "recipes" / "tokenizer" / "ablation.yaml"  # base: demo.yaml, 20 warmup + 480 cosine steps
 

@@ -16,7 +16,7 @@ import yaml
 from safetensors.torch import load_file, save_file
 
 from armkit.backbones import TinyCausalLM
-from armkit.recipes.cli import main
+from armkit.recipes.commands.cli import main
 from armkit.tokenizer import Tokenizer, build, to_spec
 from armkit.tokenizer.encoders import TimmEncoder
 from armkit.tokenizer.hub import ExportError
@@ -196,22 +196,22 @@ def test_export_refuses_bad_checkpoints(tmp_path, capsys):
 
     torch.save({"state_dict": {}, "payload": Touch()}, tmp_path / "evil.ckpt")
     assert main(["export", "--ckpt", str(tmp_path / "evil.ckpt"), "--out", str(tmp_path / "a")]) == 2
-    assert "refused to unpickle" in capsys.readouterr().out and not marker.exists()
+    assert "refused to unpickle" in capsys.readouterr().err and not marker.exists()
 
     torch.save({"state_dict": {}}, tmp_path / "plain.ckpt")
     assert main(["export", "--ckpt", str(tmp_path / "plain.ckpt"), "--out", str(tmp_path / "b")]) == 2
-    assert "not written by armkit" in capsys.readouterr().out
+    assert "not written by armkit" in capsys.readouterr().err
 
     ckpt, _, _ = fake_run(tmp_path / "run")
     assert main(["export", "--ckpt", str(ckpt), "--out", str(tmp_path / "c"), "--encoder", "reference"]) == 2
-    assert "can only be included" in capsys.readouterr().out
+    assert "can only be included" in capsys.readouterr().err
 
 
 
 def test_tiny_yaml_run_exports_and_encodes_identically(tmp_path, tiny_shards):
     """The issue's end-to-end check, in CI: train tiny.yaml, export, load in a fresh process without lightning."""
     shards, runs, out = tiny_shards, tmp_path / "runs", tmp_path / "export"
-    cli = [sys.executable, "-m", "armkit.recipes.cli"]
+    cli = [sys.executable, "-m", "armkit.recipes.commands.cli"]
     subprocess.run([*cli, "train", "--config", "recipes/tokenizer/tiny.yaml", f"--data.train={shards}",
                     f"--data.val={shards}", "--trainer.max_steps=6", "--trainer.limit_val_batches=0",
                     f"--trainer.default_root_dir={runs}"],

@@ -12,7 +12,7 @@ from test_recipes_train import armkit, common, losses, run  # tests/ is on sys.p
 
 def test_cached_features_equal_the_teachers_and_follow_its_fingerprint(tiny_encoder, tiny_shards, tmp_path):
     from armkit.recipes.data.reader import ShardReader, expand_shards
-    from armkit.recipes.feature_cache import FeatureTable, build_split, shard_count, teacher_fingerprint
+    from armkit.recipes.tokenizer.feature_cache import FeatureTable, build_split, shard_count, teacher_fingerprint
 
     shards = expand_shards(str(tiny_shards), split="train")
     assert shard_count(shards) == 36  # the progress bar's total, from meta.json
@@ -36,7 +36,7 @@ def test_training_with_the_cache_matches_training_without(tiny_shards, tmp_path)
     shards = tmp_path / "shards"
     shutil.copytree(tiny_shards, shards)
     live, cached = tmp_path / "live", tmp_path / "cached"
-    callback = "--trainer.callbacks+=armkit.recipes.feature_cache.TeacherFeatureCache"
+    callback = "--trainer.callbacks+=armkit.recipes.tokenizer.feature_cache.TeacherFeatureCache"
     for root, extra in ((live, []), (cached, [callback])):
         done = run(armkit(*common(shards, root), "--trainer.max_steps=10", *extra))
         assert done.returncode == 0, done.stderr[-3000:]
@@ -51,7 +51,7 @@ def test_a_split_past_max_gib_is_not_cached_and_training_runs_the_teacher(tiny_s
     shards = tmp_path / "shards"
     shutil.copytree(tiny_shards, shards)
     done = run(armkit(*common(shards, tmp_path / "capped"), "--trainer.max_steps=4",
-                      "--trainer.callbacks+=armkit.recipes.feature_cache.TeacherFeatureCache",
+                      "--trainer.callbacks+=armkit.recipes.tokenizer.feature_cache.TeacherFeatureCache",
                       "--trainer.callbacks.max_gib=1e-9"))
     assert done.returncode == 0, done.stderr[-3000:]
     assert "not caching train" in done.stdout and "not caching val" in done.stdout, done.stdout[-2000:]
@@ -64,7 +64,7 @@ def test_a_cache_built_from_fewer_shards_says_so_and_is_still_used(tiny_shards, 
     shards = tmp_path / "shards"
     shutil.copytree(tiny_shards, shards)
     first = expand_shards(str(shards), split="train")[0]
-    callback = "--trainer.callbacks+=armkit.recipes.feature_cache.TeacherFeatureCache"
+    callback = "--trainer.callbacks+=armkit.recipes.tokenizer.feature_cache.TeacherFeatureCache"
     done = run(armkit(*common(shards, tmp_path / "one"), f"--data.train={first}", "--trainer.max_steps=2", callback))
     assert done.returncode == 0, done.stderr[-3000:]
     done = run(armkit(*common(shards, tmp_path / "all"), "--trainer.max_steps=2", callback))

@@ -12,7 +12,7 @@ import torch
 from safetensors.torch import save_file
 
 from armkit.decoders import PixelDiT
-from armkit.recipes.module import TokenizerModule
+from armkit.recipes.tokenizer.module import TokenizerModule
 from armkit.tokenizer import Tokenizer
 from armkit.tokenizer.encoders import TimmEncoder
 from armkit.tokenizer.losses import DistillLoss, LossSet, PixelLoss, SigmoidLoss

@@ -13,7 +13,7 @@ import torch
 import yaml
 
 from armkit.common.buildable import ConfigError, build, resolve, trusted
-from armkit.recipes.cli import main
+from armkit.recipes.commands.cli import main
 from armkit.tokenizer import Tokenizer
 from armkit.tokenizer.hub import ExportError, load_heads
 

@@ -19,7 +19,7 @@ TINY = str(Path(__file__).resolve().parents[1] / "recipes" / "tokenizer" / "tiny
 
 
 def armkit(*args: str) -> list[str]:
-    return [sys.executable, "-m", "armkit.recipes.cli", "train", "--config", TINY, *args]
+    return [sys.executable, "-m", "armkit.recipes.commands.cli", "train", "--config", TINY, *args]
 
 
 def common(shards: Path, root: Path) -> list[str]:
@@ -86,7 +86,7 @@ def test_ddp_two_cpu_processes_disjoint_data_identical_weights(tiny_shards, tmp_
                       f"--trainer.default_root_dir={root}", "--trainer.enable_progress_bar=false",
                       "--trainer.strategy=ddp", "--trainer.devices=2", "--trainer.max_steps=3",
                       "--data.batch_size=4", "--trainer.limit_val_batches=0",
-                      "--trainer.callbacks+=recipes.callbacks.SampleAudit"))
+                      "--trainer.callbacks+=recipes.training.callbacks.SampleAudit"))
     assert done.returncode == 0, done.stderr[-3000:]
     audits = [json.loads(p.read_text()) for p in sorted(root.rglob("audit/rank*.json"))]
     assert [a["rank"] for a in audits] == [0, 1] and all(a["world_size"] == 2 for a in audits)
@@ -105,17 +105,18 @@ def test_ddp_two_cpu_processes_disjoint_data_identical_weights(tiny_shards, tmp_
 ])
 def test_bad_config_is_one_error_naming_the_key(override, names, capsys, monkeypatch):
     from armkit.recipes.commands import train
+    from armkit.recipes.tokenizer.module import TokenizerModule
 
-    built, original = [], train.TokenizerModule.__init__
+    built, original = [], TokenizerModule.__init__
 
     @functools.wraps(original)  # keeps the signature jsonargparse reads
     def spy(self, *args, **kwargs):
         built.append(1)
         original(self, *args, **kwargs)
 
-    monkeypatch.setattr(train.TokenizerModule, "__init__", spy)
+    monkeypatch.setattr(TokenizerModule, "__init__", spy)
     assert train.main(["--config", TINY, override]) == 2
-    out = capsys.readouterr().out
+    out = capsys.readouterr().err
     assert names in out and "config error" in out
     assert not built, "a model was built before the config was checked"
 
@@ -124,7 +125,7 @@ def test_unknown_key_is_named(capsys):
     from armkit.recipes.commands import train
 
     assert train.main(["--config", TINY, "--model.tokenizer.init_args.levelz=[8,5]"]) == 2
-    assert "unknown key model.tokenizer.init_args.levelz" in capsys.readouterr().out
+    assert "unknown key model.tokenizer.init_args.levelz" in capsys.readouterr().err
 
 
 def test_paper_recipe_parses_and_asks_for_its_local_weights(capsys):
@@ -132,7 +133,7 @@ def test_paper_recipe_parses_and_asks_for_its_local_weights(capsys):
 
     paper = str(Path(TINY).with_name("paper.yaml"))
     assert train.main(["--config", paper]) == 2  # parsed (no unknown key), then stopped before building anything
-    out = capsys.readouterr().out
+    out = capsys.readouterr().err
     assert "config error: model.tokenizer.init_args.encoder.init_args.weights" in out
 
 

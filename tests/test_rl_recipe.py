@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 from test_ar_recipes import tiny_tokenizer  # the tiny tokenizer export the AR tests build
 
-from armkit.recipes.cli import main
+from armkit.recipes.commands.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
 RL_TINY = str(ROOT / "recipes" / "rl" / "tiny.yaml")
@@ -99,7 +99,7 @@ def test_rl_resume_from_a_checkpoint_matches_an_uninterrupted_run(rl_chain):
 
 
 def test_rl_checkpoint_exports_as_an_ar_model_and_seeds_the_next_stage(rl_chain):
-    from armkit.recipes.autoregressive.export import load_ar
+    from armkit.recipes.ar.export import load_ar
 
     ckpt = rl_chain / "run-t2i" / "checkpoints" / "last.ckpt"
     if not ckpt.exists():  # when run on its own
@@ -119,13 +119,13 @@ def test_rl_checkpoint_exports_as_an_ar_model_and_seeds_the_next_stage(rl_chain)
 def test_demo_recipe_parses_and_asks_for_its_inputs(capsys, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # no assets, probe, AR export or codes here
     assert main(["train", "--config", str(ROOT / "recipes" / "rl" / "demo.yaml")]) == 2
-    assert "config error" in capsys.readouterr().out
+    assert "config error" in capsys.readouterr().err
 
 
 @pytest.mark.slow
 def test_stage_chain_evaluates_each_stage_into_a_table(rl_chain):
-    from armkit.recipes.autoregressive.evaluate import PretrainedFeatures
-    from armkit.recipes.rl.stages import run_stages
+    from armkit.recipes.ar.evaluate import PretrainedFeatures
+    from armkit.recipes.commands.rl_stages import run_stages
 
     sft = rl_chain / "rl-export"
     if not (sft / "config.json").exists():
@@ -142,7 +142,7 @@ def test_stage_chain_evaluates_each_stage_into_a_table(rl_chain):
     assert set(rows[2]["reward_after"]) == {"t2i", "edit"} and rows[1]["reward_before"].keys() == {"t2i"}
     assert (out / "table.md").read_text().count("\n") == 5
     # each stage starts from the previous stage's export: the joint run's reference is the t2i export
-    from armkit.recipes.autoregressive.export import load_ar
+    from armkit.recipes.ar.export import load_ar
 
     t2i = load_ar(out / "t2i" / "export").model.state_dict()
     ref = torch.load(out / "joint" / "run" / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]

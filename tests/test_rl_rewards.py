@@ -96,7 +96,7 @@ def test_weighted_sum_combines_parts():
 
 
 def test_written_probe_is_the_evaluations_probe_on_raw_features(tiny_shards, tmp_path):
-    from armkit.recipes.autoregressive.evaluate import train_probe
+    from armkit.recipes.ar.evaluate import train_probe
     from armkit.recipes.data.reader import ShardReader
     from armkit.recipes.rl.probe import write_probe
 

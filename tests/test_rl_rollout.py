@@ -7,7 +7,7 @@ import torch
 
 from armkit.backbones import sequence as S
 from armkit.backbones.ar import ARModel
-from armkit.backbones.generate import Decoder, Sampling
+from armkit.backbones.generate import Sampling, TokenStream
 from armkit.recipes.rl.rollout import sample_groups, visual_logprobs
 
 TINY = dict(model_type="qwen2", hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
@@ -41,7 +41,7 @@ def test_visual_logprobs_match_the_decoders_step_by_step_distribution(model):
                          generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         got = visual_logprobs(model, roll.prompts, roll.codes, temperature=0.5)
-        decoder = Decoder(model, roll.prompts, use_cache=False)
+        decoder = TokenStream(model, roll.prompts, use_cache=False)
         for t in range(roll.codes.shape[1]):
             logits = model.visual_logits(decoder.hidden).float() / 0.5
             if model.head_kind == "full":

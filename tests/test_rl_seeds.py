@@ -1,4 +1,4 @@
-"""`python -m armkit.recipes.rl.seeds`: the held-out reward before -> after over seeds, paired by run."""
+"""`armkit rl-seeds`: the held-out reward before -> after over seeds, paired by run."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ import math
 
 import pytest
 
-from armkit.recipes.rl.seeds import main, summarise
+from armkit.recipes.commands.cli import main as armkit
+from armkit.recipes.rl.seeds import summarise
 
 
 def write_run(root, before: list[float], after: list[float], task: str = "t2i"):
@@ -38,7 +39,7 @@ def test_a_spread_that_covers_zero_is_not_established_and_files_are_written(tmp_
 
     for name in ("before", "after"):  # SampleGrid's PNGs: one row of 4 32-px images, 2-px gaps
         Image.new("RGB", (2 + 4 * 34, 2 + 34), "gray").save(a / "samples" / f"{name}.png")
-    assert main([f"one={a}", str(b), "--out", str(tmp_path / "out")]) == 0
+    assert armkit(["rl-seeds", f"one={a}", str(b), "--out", str(tmp_path / "out")]) == 0
     result = json.loads((tmp_path / "out" / "seeds.json").read_text())
     assert result["tasks"]["t2i"]["verdict_after_gt_before"] == "not established"
     assert set(result["runs"]) == {"one", str(b)}

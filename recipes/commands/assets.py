@@ -6,7 +6,7 @@ import argparse
 import sys
 import time
 
-from armkit.recipes.assets import BY_NAME, AssetError, assets_dir, fetch_assets
+from armkit.recipes.data.assets import BY_NAME, AssetError, assets_dir, fetch_assets
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

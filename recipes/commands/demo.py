@@ -13,11 +13,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 
-from armkit.recipes.cli import main as armkit
-from armkit.recipes.schedule import cosine_for
+from armkit.recipes.commands.cli import main as armkit
+from armkit.recipes.training.schedule import cosine_for
 
 RECIPE = Path(__file__).resolve().parents[1] / "tokenizer" / "demo.yaml"
 DECODER_RECIPE = Path(__file__).resolve().parents[1] / "decoder" / "demo.yaml"
@@ -48,12 +49,12 @@ def step(title: str) -> float:
 def train_stage(argv: list[str], resume: bool) -> tuple[object, Path] | None:
     """Fit one recipe; (trainer, this run's last checkpoint), or None after printing why not. Lightning names the
     last checkpoint `last-v1.ckpt` when an older run's `last.ckpt` is there, so the trainer says which is ours."""
-    from armkit.recipes.commands.train import ConfigCheckError, fit  # here: `armkit demo --help` stays light
+    from armkit.recipes.training.fit import ConfigCheckError, fit  # here: `armkit demo --help` stays light
 
     try:
         trainer = fit([*argv, *(["--ckpt_path", "last"] if resume else [])]).trainer
     except ConfigCheckError as e:
-        print(e.code)
+        print(e.code, file=sys.stderr)
         return None
     ckpt = Path(trainer.checkpoint_callback.last_model_path) if trainer.checkpoint_callback else None
     if ckpt is None or not ckpt.is_file():
@@ -76,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
         step("frozen models (armkit assets)")
         if armkit(["assets"]) != 0:
             return 1
-    from armkit.recipes.summary import write_summary
+    from armkit.recipes.training.summary import write_summary
 
     data = [f"--data.train={args.data}", f"--data.val={args.data}"]
     steps = f"{args.steps} steps" if args.steps else "the recipe's max_steps"
@@ -128,7 +129,7 @@ def run(args: argparse.Namespace) -> int:
 
     ar_grid = None
     if args.ar_steps:
-        from armkit.recipes.autoregressive.demo import run_ar_demo
+        from armkit.recipes.commands.demo_ar import run_ar_demo
 
         t = step(f"3/3 the AR model on the export's codes, {args.ar_steps} steps (recipes/ar/demo.yaml)")
         ar_grid = run_ar_demo(tokenizer=export, data=args.data, out=args.out / "ar", steps=args.ar_steps)

@@ -1,13 +1,14 @@
 """`armkit eval-ar --model M --codes CODES --images SHARDS --out metrics.json`: evaluate an AR model offline.
 
 Fréchet distance and probe accuracy of generated images, caption NLL and accuracy, and edit distances, with the
-protocol written beside them; the metrics are defined in recipes/autoregressive/evaluate.py.
+protocol written beside them; the metrics are defined in recipes/ar/evaluate.py.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 
@@ -26,12 +27,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from armkit.recipes.autoregressive.evaluate import PretrainedFeatures, evaluate_ar  # here: --help stays light
-    from armkit.recipes.autoregressive.export import load_ar
-    from armkit.recipes.autoregressive.generation import load_tokenizer
+    from armkit.recipes.ar.codes import CodesMetaError, FingerprintError, read_meta
+    from armkit.recipes.ar.evaluate import PretrainedFeatures, evaluate_ar  # here: --help stays light
+    from armkit.recipes.ar.export import load_ar
+    from armkit.recipes.ar.generation import load_tokenizer
+    from armkit.tokenizer.hub import ExportError
 
-    model, record = load_ar(args.model)
-    tok = load_tokenizer(record, args.tokenizer)
+    try:  # a bad export, checkpoint or codes folder, or another tokenizer: one line naming the file and the key
+        if args.limit < 1 or args.steps < 1:
+            raise ValueError(f"--limit {args.limit} / --steps {args.steps}: both must be >= 1")
+        model, record = load_ar(args.model)
+        tok = load_tokenizer(record, args.tokenizer)
+        read_meta(args.codes)  # the codes' meta.json, checked before the evaluation starts
+    except (ExportError, FingerprintError, CodesMetaError, FileNotFoundError, ValueError) as e:
+        print(f"armkit eval-ar: {' '.join(str(e).split())}", file=sys.stderr)
+        return 2
     features = PretrainedFeatures(weights=args.features)
     result = evaluate_ar(model=model, tok=tok, codes=args.codes, images=args.images, features=features,
                          limit=args.limit, steps=args.steps, seed=args.seed, guidance=args.guidance)

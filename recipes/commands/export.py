@@ -6,12 +6,13 @@ library; see tokenizer/hub.py. The checkpoint is read with torch.load(weights_on
 plain JSON (`checkpoint["armkit"]`, written by TokenizerModule) and the tensors, so nothing is unpickled and
 lightning is not imported. The model card takes the training data from the run's config.yaml, metrics from an eval
 metrics.json next to the checkpoint (or --metrics), and licences from an `armkit assets` cache's assets.json when
-the weights live there. The work is done in recipes/checkpoint_export.py.
+the weights live there. The work is done in recipes/tokenizer/export.py.
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 
@@ -31,20 +32,35 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--allow-path", action="append", type=Path, metavar="DIR",
                         help="a folder outside the checkpoint's own whose files its specs may name (the encoder's "
                              "weights, a frozen text tower or LM); repeatable. Nothing else is followed")
+    parser.add_argument("--hf", action="store_true",
+                        help="AR model (checkpoint or AR export folder as --ckpt), full head only: write a standard "
+                             "Hugging Face causal-LM folder that AutoModelForCausalLM loads without armkit, with "
+                             "armkit_sequence.json (recipes/ar/hf_export.py)")
 
 
 def run(args: argparse.Namespace) -> int:
     from armkit.common.buildable import ConfigError  # imported here: `armkit export --help` must not import torch
-    from armkit.recipes.autoregressive.export import export_ar_checkpoint, is_ar_checkpoint
-    from armkit.recipes.checkpoint_export import export_checkpoint
+    from armkit.recipes.ar.export import export_ar_checkpoint, is_ar_checkpoint
+    from armkit.recipes.tokenizer.export import export_checkpoint
     from armkit.tokenizer.graphs import GraphError
     from armkit.tokenizer.hub import ExportError
 
+    if args.hf:  # the standard Hugging Face folder of an AR model (recipes/ar/hf_export.py)
+        from armkit.recipes.ar.hf_export import export_ar_hf
+
+        try:
+            out = export_ar_hf(args.ckpt, args.out)
+        except (ExportError, ConfigError) as e:
+            print(f"armkit export --hf: {' '.join(str(e).split())}", file=sys.stderr)
+            return 2
+        print(f"exported AR model {args.ckpt} -> {out} (Hugging Face causal LM): "
+              f"{', '.join(sorted(p.name for p in out.iterdir()))}")
+        return 0
     if args.ckpt.is_file() and is_ar_checkpoint(args.ckpt):  # an AR model (ARModule) rather than a tokenizer
         try:
             out = export_ar_checkpoint(args.ckpt, args.out)
-        except (ExportError, ConfigError) as e:
-            print(f"export failed: {e}")
+        except (ExportError, ConfigError) as e:  # one line naming the file and the key (recipes/ar/export_checks.py)
+            print(f"armkit export: {' '.join(str(e).split())}", file=sys.stderr)
             return 2
         print(f"exported AR model {args.ckpt} -> {out}: {', '.join(sorted(p.name for p in out.iterdir()))}")
         return 0
@@ -54,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
                                 data=args.data, heads=not args.no_heads, graphs=graphs,
                                 paths=args.allow_path or ())
     except (ExportError, ConfigError, FileNotFoundError, GraphError) as e:
-        print(f"export failed: {e}")
+        print(f"armkit export: {e}", file=sys.stderr)
         return 2
     print(f"exported {args.ckpt} -> {out}: {', '.join(sorted(p.name for p in out.iterdir()))}")
     return 0

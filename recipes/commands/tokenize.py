@@ -1,15 +1,18 @@
 """`armkit tokenize --tokenizer EXPORT --data SHARDS --out CODES`: encode image shards once into code shards.
 
-Each image shard becomes a code shard of the same name (recipes/autoregressive/codes.py), written to a `.part` file
+Each image shard becomes a code shard of the same name (recipes/ar/codes.py), written to a `.part` file
 and renamed when whole, so a killed run resumes where it stopped: shards already written are skipped (after checking
 they came from the same tokenizer). `--edits skin-tone` adds edit pairs: every image captioned "NAME: TONE skin tone"
 whose plain "NAME" exists becomes a pair (source NAME, instruction "make it TONE skin tone", target the variant), in
-the target's split. meta.json is written last, with the tokenizer's fingerprint.
+the target's split. meta.json is written last, with the tokenizer's fingerprint. Image samples that cannot be
+used (unreadable, no caption, a label outside the classes, a key that is not a safe member name) are skipped,
+named, and counted by reason in meta.json's "skipped".
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 EDIT_RULES = ("skin-tone",)
@@ -27,14 +30,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from armkit.recipes.autoregressive.tokenize import tokenize  # here: `--help` must not import torch
+    from armkit.recipes.ar.tokenize import tokenize  # here: `--help` must not import torch
 
     try:
         meta = tokenize(args.tokenizer, args.data, args.out, splits=args.splits, batch_size=args.batch_size,
                         edits=args.edits, device=args.device)
     except (FileNotFoundError, ValueError) as e:
-        print(f"tokenize failed: {e}")
+        print(f"armkit tokenize: {e}", file=sys.stderr)
         return 2
     counts = ", ".join(f"{s}: {v['count']} images, {v.get('edits', 0)} edit pairs" for s, v in meta["splits"].items())
     print(f"wrote {args.out} ({counts}); tokenizer {meta['tokenizer']['fingerprint'][:16]}...")
+    if meta["skipped"]["count"]:
+        reasons = ", ".join(f"{n} {reason}" for reason, n in meta["skipped"]["by_reason"].items())
+        print(f"skipped: {meta['skipped']['count']} image samples ({reasons}); each is named above and in "
+              f"{args.out / 'meta.json'}")
     return 0

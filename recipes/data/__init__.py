@@ -6,7 +6,7 @@ Importing this package imports nothing heavy; `ShardDataModule`, `ShardLoader` a
 
 # Every name loads its module on first use, so `armkit data --help` and the fetch helpers do not import torch.
 _WHERE = {
-    **dict.fromkeys(("FetchError", "apt_deb", "cache_dir", "extract_deb", "npm_tarball", "pip_download"), "fetch"),
+    **dict.fromkeys(("FetchError", "apt_deb", "cache_dir", "extract_deb", "npm_tarball"), "fetch"),
     **dict.fromkeys(("BadSample", "ShardReader", "SkippedSampleWarning", "TrainStream", "collate", "decode_sample",
                      "expand_shards", "image_tensor", "load_image", "resize_crop", "to_rgb"), "reader"),
     **dict.fromkeys(("Sample", "SourceData"), "sources"),
@@ -16,8 +16,8 @@ _WHERE = {
 __all__ = [
     "BadSample", "FetchError", "ResumableLoader", "Sample", "ShardDataModule", "ShardLoader", "ShardReader",
     "SkippedSampleWarning", "SourceData", "TrainStream", "apt_deb", "cache_dir", "collate", "decode_sample",
-    "expand_shards", "extract_deb", "image_tensor", "load_image", "npm_tarball", "pip_download", "resize_crop",
-    "to_rgb", "write_dataset",
+    "expand_shards", "extract_deb", "image_tensor", "load_image", "npm_tarball", "resize_crop", "to_rgb",
+    "write_dataset",
 ]
 
 

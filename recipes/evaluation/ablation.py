@@ -41,7 +41,7 @@ from typing import Any
 import yaml
 
 from armkit.recipes.evaluation.protocol import Protocol
-from armkit.recipes.schedule import cosine_for, recipe_schedule
+from armkit.recipes.training.schedule import cosine_for, recipe_schedule
 
 LOSS_KINDS = {"CaptionLoss": "caption", "PixelLoss": "pixel", "SigmoidLoss": "sigmoid", "DistillLoss": "distill"}
 KEYS = {"base", "data", "variants", "reference", "seeds", "train", "eval", "keep_checkpoints"}
@@ -288,7 +288,7 @@ def check_settings(root: Path, have: dict[str, Any], want: dict[str, Any], evalu
 
 def train_run(cfg: AblationConfig, variant: str, seed: int, root: Path, log) -> dict[str, Any]:
     """Train one run in this process (resuming a partial one); returns run.json's content."""
-    from armkit.recipes.commands.train import main as train_main  # lightning is imported only when training
+    from armkit.recipes.training.fit import run_fit as train_main  # lightning is imported only when training
 
     argv = [a.replace(RUN, str(root)) for a in train_argv(cfg, variant, seed)]
     resume = (root / "checkpoints" / "last.ckpt").is_file()

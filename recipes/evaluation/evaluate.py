@@ -14,8 +14,9 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as nnf
@@ -79,6 +80,167 @@ def teacher_pool(tok: Any, sig: SigmoidLoss | None) -> tuple[Callable | None, st
     return pool, None
 
 
+class Heads(NamedTuple):
+    """The loss heads evaluation reads: the first SigmoidLoss and CaptionLoss, and whether each trained."""
+
+    sig_name: str | None
+    sig: SigmoidLoss | None
+    sig_trained: bool
+    cap_name: str | None
+    cap: CaptionLoss | None
+    cap_trained: bool
+
+    @classmethod
+    def of(cls, loaded: Loaded) -> Heads:
+        sig_name, sig = first_of_type(loaded, SigmoidLoss)
+        cap_name, cap = first_of_type(loaded, CaptionLoss)
+        return cls(sig_name, sig, sig is not None and sig.enabled, cap_name, cap, cap is not None and cap.enabled)
+
+
+@dataclass
+class Pass:
+    """What the one pass over the eval shards accumulates; every metric is computed from it afterwards."""
+
+    codes: CodeHistogram  # codebook histogram of every token
+    count: int = 0  # images seen
+    labels: list[torch.Tensor] = field(default_factory=list)  # [B] per batch (.cls, -1: none)
+    pooled_z: list[torch.Tensor] = field(default_factory=list)  # [B, D]: Z mean over tokens, for the probe
+    cos_sum: float = 0.0  # sum of per-token cos(Z, encoder features), where their widths match
+    cos_count: int = 0
+    image_emb: list[torch.Tensor] = field(default_factory=list)  # [B, E]: the trained sigmoid head's embedding
+    texts: list[str] = field(default_factory=list)  # the sigmoid loss's texts, one per image
+    teacher_emb: list[torch.Tensor] = field(default_factory=list)  # [B, E]: Z through the teacher's pooling head
+    teacher_note: str | None = None  # why teacher zero-shot is skipped (None: it runs)
+    nll_sum: float = 0.0  # caption NLL summed over caption tokens
+    nll_tokens: float = 0.0
+
+
+def accumulate(tok: Any, reader: ShardReader, heads: Heads, recon: ReconstructionMetrics | None,
+               protocol: Protocol, *, size: int, device: str) -> Pass:
+    """One pass over the shards: encode each batch at the encoder's size; decode it (one generator seeded
+    `protocol.seed`, drawn batch after batch) into `recon`, compared at `size`; gather what the metrics need."""
+    sig, cap = heads.sig, heads.cap
+    pool, note = teacher_pool(tok, sig)
+    acc = Pass(codes=CodeHistogram(tok.codebook_size), teacher_note=note)
+    gen = torch.Generator(device=device).manual_seed(protocol.seed)
+    for batch in reader:
+        images = batch["image"].to(device)  # [B, 3, E, E]: what training encodes
+        out = tok(images)
+        acc.count += images.shape[0]
+        acc.codes.update(out.indices)
+        acc.labels.append(batch["cls"].cpu())
+        acc.pooled_z.append(out.z.float().mean(dim=1).cpu())  # [B, D] for the linear probe
+        if out.z.shape == out.features.shape:
+            cos = nnf.cosine_similarity(out.z.float(), out.features.float(), dim=-1)  # [B, N]
+            acc.cos_sum, acc.cos_count = acc.cos_sum + float(cos.double().sum()), acc.cos_count + cos.numel()
+        if recon is not None:
+            x_hat = tok.decode(out.indices, steps=protocol.steps, sampler=protocol.sampler,
+                               guidance=protocol.guidance, generator=gen)
+            recon.update(x_hat, to_size(images, size))  # compared at the decoder's size S
+        if pool is not None:
+            try:
+                acc.teacher_emb.append(nnf.normalize(pool(out.z).float(), dim=-1).cpu())  # [B, E]
+            except NotImplementedError as e:
+                pool, acc.teacher_note = None, f"the teacher's pooling head cannot pool Z: {e}"
+        if sig is not None:
+            acc.texts += [str(t) for t in batch[sig.text_key]]
+        if heads.sig_trained:
+            acc.image_emb.append(sig.image_embedding(out.z, tok).float().cpu())  # [B, E]
+        if heads.cap_trained:
+            loss, n = caption_nll(cap, out, batch, tok)
+            acc.nll_sum, acc.nll_tokens = acc.nll_sum + loss * n, acc.nll_tokens + n
+    return acc
+
+
+Scores = tuple[dict[str, Any], dict[str, str]]  # (metrics, skipped: {metric: why it has no value})
+
+
+def reconstruction_scores(recon: ReconstructionMetrics | None) -> Scores:
+    """psnr / ssim (/ lpips / rfid) of the decoded images."""
+    if recon is None:
+        return {}, dict.fromkeys(("psnr", "ssim", "lpips", "rfid"), "the tokenizer has no decoder")
+    return recon.compute(), {k: r["skipped"] for k, r in recon.records.items() if "skipped" in r}
+
+
+def code_scores(tok: Any, acc: Pass) -> Scores:
+    """Feature cosine, codebook usage and perplexity, and the token budget."""
+    bits = tok.quantizer.bits_per_token
+    metrics = {
+        "feature_cosine": acc.cos_sum / acc.cos_count if acc.cos_count else None,
+        "codebook_usage": 100.0 * codebook_usage(acc.codes.counts),
+        "code_perplexity": code_perplexity(acc.codes.counts),
+        "code_perplexity_normalised": code_perplexity(acc.codes.counts) / tok.codebook_size,
+        "codebook_size": tok.codebook_size, "tokens_counted": acc.codes.tokens,
+        "tokens_per_image": tok.num_tokens, "bits_per_token": bits, "bits_per_image": tok.num_tokens * bits,
+    }
+    skipped = {} if acc.cos_count else {"feature_cosine": "Z and the encoder's features differ in width"}
+    return metrics, skipped
+
+
+def head_scores(loaded: Loaded, heads: Heads, acc: Pass, labels: torch.Tensor, names: list[str] | None,
+                protocol: Protocol) -> tuple[dict[str, Any], dict[str, str], dict[str, Any]]:
+    """Zero-shot and retrieval through the trained sigmoid head; also returns what the protocol records."""
+    metrics: dict[str, Any] = {}
+    skipped: dict[str, str] = {}
+    keys = ("zeroshot_top1", "zeroshot_top1_balanced", "zeroshot_top5", "retrieval_i2t_r1", "retrieval_t2i_r1")
+    sig = heads.sig
+    if sig is None:
+        return metrics, dict.fromkeys(keys, loaded.heads_note or "the loss heads hold no SigmoidLoss"), {}
+    if not heads.sig_trained:
+        return metrics, dict.fromkeys(keys, f"the sigmoid loss {heads.sig_name!r} was disabled in training: its "
+                                            "head is at random init, at chance by construction (see "
+                                            "teacher_zeroshot_* and probe_*)"), {}
+    image = torch.cat(acc.image_emb)  # [n, E]
+    texts = acc.texts
+    text = torch.cat([sig.text_embedding(t).float().cpu() for t in batched(texts, protocol.batch_size)])
+    similarity = image @ text.T  # [n, n]
+    metrics["retrieval_i2t_r1"] = 100.0 * retrieval_r1(similarity, texts, texts)
+    metrics["retrieval_t2i_r1"] = 100.0 * retrieval_r1(similarity.T, texts, texts)
+    record = zero_shot(sig.text_embedding, image, labels, names, protocol, metrics, skipped)
+    return metrics, skipped, record
+
+
+def teacher_scores(heads: Heads, acc: Pass, labels: torch.Tensor, names: list[str] | None,
+                   protocol: Protocol) -> tuple[dict[str, Any], dict[str, str], dict[str, Any]]:
+    """Zero-shot of Z through the frozen teacher's own pooling head and the sigmoid loss's text tower."""
+    metrics: dict[str, Any] = {}
+    skipped: dict[str, str] = {}
+    note, sig = acc.teacher_note, heads.sig
+    if note is None and acc.teacher_emb and acc.teacher_emb[0].shape[-1] != sig.text_tower.width:
+        note = (f"the teacher's pooled width {acc.teacher_emb[0].shape[-1]} differs from the text tower's "
+                f"{sig.text_tower.width}")
+    if note is not None:
+        return metrics, dict.fromkeys(("teacher_zeroshot_top1", "teacher_zeroshot_top1_balanced"), note), {}
+    record = zero_shot(sig.text_embedding, torch.cat(acc.teacher_emb), labels, names, protocol, metrics, skipped,
+                       prefix="teacher_", top5=False)
+    return metrics, skipped, record
+
+
+def probe_scores(tok: Any, data: str | Path, protocol: Protocol, acc: Pass, labels: torch.Tensor, device: str, *,
+                 eval_shards: list[str], image_size: int) -> tuple[dict[str, Any], dict[str, str], dict[str, Any]]:
+    """The linear probe on pooled Z (probe.py), fitted on the probe split, scored on the eval samples."""
+    metrics: dict[str, Any] = {}
+    skipped: dict[str, str] = {}
+    record = linear_probe(tok, data, protocol, torch.cat(acc.pooled_z), labels, device, metrics, skipped,
+                          eval_shards=eval_shards, image_size=image_size)
+    return metrics, skipped, record
+
+
+def caption_scores(loaded: Loaded, heads: Heads, acc: Pass) -> Scores:
+    """The caption head's teacher-forced NLL per caption token."""
+    if heads.cap is None:
+        return {}, {"caption_nll": loaded.heads_note or "the loss heads hold no CaptionLoss"}
+    if not heads.cap_trained:
+        return {}, {"caption_nll": f"the caption loss {heads.cap_name!r} was disabled in training: its adapter is "
+                                   "untrained"}
+    return ({"caption_nll": acc.nll_sum / acc.nll_tokens} if acc.nll_tokens else {}), {}
+
+
+METRIC_KEYS = ("psnr", "ssim", "lpips", "rfid", "zeroshot_top1", "zeroshot_top1_balanced", "zeroshot_top5",
+               "teacher_zeroshot_top1", "teacher_zeroshot_top1_balanced", "probe_top1", "probe_top1_balanced",
+               "retrieval_i2t_r1", "retrieval_t2i_r1", "caption_nll")  # None unless measured (then: skipped[key])
+
+
 @torch.no_grad()
 def evaluate(loaded: Loaded, data: str | Path, protocol: Protocol, *, classes: list[str] | None = None,
              lpips_weights: str | Path | None = None, fid_weights: str | Path | None = None,
@@ -89,114 +251,45 @@ def evaluate(loaded: Loaded, data: str | Path, protocol: Protocol, *, classes: l
     tok = loaded.tokenizer.to(device).eval()
     if loaded.heads is not None:
         loaded.heads.to(device).eval()
-    sig_name, sig = first_of_type(loaded, SigmoidLoss)
-    cap_name, cap = first_of_type(loaded, CaptionLoss)
-    sig_trained = sig is not None and sig.enabled
-    cap_trained = cap is not None and cap.enabled
+    heads = Heads.of(loaded)
     enc_size, size = encoder_size(loaded), compared_size(loaded)
     reader = ShardReader(str(data), image_size=enc_size, batch_size=protocol.batch_size, limit=protocol.limit,
                          split=protocol.split)
     meta = read_meta(data)
     names, names_from = class_names(meta, classes)
-
-    skipped: dict[str, str] = {}
     recon = None
     if tok.decoder is not None:
         recon = ReconstructionMetrics(image_size=(size, size), lpips_net=protocol.lpips_net,
                                       lpips_weights=lpips_weights, fid_weights=fid_weights, device=device)
-        skipped.update({k: r["skipped"] for k, r in recon.records.items() if "skipped" in r})
-    else:
-        for key in ("psnr", "ssim", "lpips", "rfid"):
-            skipped[key] = "the tokenizer has no decoder"
-    pool, pool_note = teacher_pool(tok, sig)
-    gen = torch.Generator(device=device).manual_seed(protocol.seed)
-    codes = CodeHistogram(tok.codebook_size)
-    image_emb, teacher_emb, pooled_z, texts, labels = [], [], [], [], []
-    nll_sum, nll_tokens, cos_sum, cos_count, count = 0.0, 0.0, 0.0, 0, 0
-    for batch in reader:
-        images = batch["image"].to(device)  # [B, 3, E, E]: what training encodes
-        out = tok(images)
-        count += images.shape[0]
-        codes.update(out.indices)
-        labels.append(batch["cls"].cpu())
-        pooled_z.append(out.z.float().mean(dim=1).cpu())  # [B, D] for the linear probe
-        if out.z.shape == out.features.shape:
-            cos = nnf.cosine_similarity(out.z.float(), out.features.float(), dim=-1)  # [B, N]
-            cos_sum, cos_count = cos_sum + float(cos.double().sum()), cos_count + cos.numel()
-        if recon is not None:
-            x_hat = tok.decode(out.indices, steps=protocol.steps, sampler=protocol.sampler,
-                               guidance=protocol.guidance, generator=gen)
-            recon.update(x_hat, to_size(images, size))  # compared at the decoder's size S
-        if pool is not None:
-            try:
-                teacher_emb.append(nnf.normalize(pool(out.z).float(), dim=-1).cpu())  # [B, E]
-            except NotImplementedError as e:
-                pool, pool_note = None, f"the teacher's pooling head cannot pool Z: {e}"
-        if sig is not None:
-            texts += [str(t) for t in batch[sig.text_key]]
-        if sig_trained:
-            image_emb.append(sig.image_embedding(out.z, tok).float().cpu())  # [B, E]
-        if cap_trained:
-            loss, n = caption_nll(cap, out, batch, tok)
-            nll_sum, nll_tokens = nll_sum + loss * n, nll_tokens + n
-    if count == 0:
-        raise ValueError(f"no samples to evaluate in {data} (split {protocol.split!r}, limit {protocol.limit})")
-    labels = torch.cat(labels)
 
-    bits = tok.quantizer.bits_per_token
-    metrics: dict[str, Any] = {
-        "psnr": None, "ssim": None, "lpips": None, "rfid": None,
-        "zeroshot_top1": None, "zeroshot_top1_balanced": None, "zeroshot_top5": None,
-        "teacher_zeroshot_top1": None, "teacher_zeroshot_top1_balanced": None,
-        "probe_top1": None, "probe_top1_balanced": None,
-        "retrieval_i2t_r1": None, "retrieval_t2i_r1": None,
-        "caption_nll": None,
-        "feature_cosine": cos_sum / cos_count if cos_count else None,
-        "codebook_usage": 100.0 * codebook_usage(codes.counts),
-        "code_perplexity": code_perplexity(codes.counts),
-        "code_perplexity_normalised": code_perplexity(codes.counts) / tok.codebook_size,
-        "codebook_size": tok.codebook_size, "tokens_counted": codes.tokens,
-        "tokens_per_image": tok.num_tokens, "bits_per_token": bits, "bits_per_image": tok.num_tokens * bits,
-    }
-    if not cos_count:
-        skipped["feature_cosine"] = "Z and the encoder's features differ in width"
-    if recon is not None:
-        metrics.update(recon.compute())
-    zeroshot: dict[str, Any] = {"classes_from": names_from, "head_trained": sig_trained,
+    acc = accumulate(tok, reader, heads, recon, protocol, size=size, device=device)
+    if acc.count == 0:
+        raise ValueError(f"no samples to evaluate in {data} (split {protocol.split!r}, limit {protocol.limit})")
+    labels = torch.cat(acc.labels)
+
+    metrics: dict[str, Any] = dict.fromkeys(METRIC_KEYS)
+    skipped: dict[str, str] = {}
+    for part_metrics, part_skipped in (reconstruction_scores(recon), code_scores(tok, acc)):
+        metrics.update(part_metrics)
+        skipped.update(part_skipped)
+    zeroshot: dict[str, Any] = {"classes_from": names_from, "head_trained": heads.sig_trained,
                                 **(label_stats(labels, names) if names is not None else {})}
-    head_keys = ("zeroshot_top1", "zeroshot_top1_balanced", "zeroshot_top5", "retrieval_i2t_r1", "retrieval_t2i_r1")
-    if sig is None:
-        skipped.update(dict.fromkeys(head_keys, loaded.heads_note or "the loss heads hold no SigmoidLoss"))
-    elif not sig_trained:
-        skipped.update(dict.fromkeys(head_keys, f"the sigmoid loss {sig_name!r} was disabled in training: its head "
-                                                "is at random init, at chance by construction (see "
-                                                "teacher_zeroshot_* and probe_*)"))
-    else:
-        image = torch.cat(image_emb)  # [n, E]
-        text = torch.cat([sig.text_embedding(t).float().cpu() for t in batched(texts, protocol.batch_size)])
-        similarity = image @ text.T  # [n, n]
-        metrics["retrieval_i2t_r1"] = 100.0 * retrieval_r1(similarity, texts, texts)
-        metrics["retrieval_t2i_r1"] = 100.0 * retrieval_r1(similarity.T, texts, texts)
-        zeroshot.update(zero_shot(sig.text_embedding, image, labels, names, protocol, metrics, skipped))
-    teacher_keys = ("teacher_zeroshot_top1", "teacher_zeroshot_top1_balanced")
-    if pool is not None and teacher_emb and teacher_emb[0].shape[-1] != sig.text_tower.width:
-        pool_note = (f"the teacher's pooled width {teacher_emb[0].shape[-1]} differs from the text tower's "
-                     f"{sig.text_tower.width}")
-    if pool_note is not None:
-        skipped.update(dict.fromkeys(teacher_keys, pool_note))
-    else:
-        zeroshot.update(zero_shot(sig.text_embedding, torch.cat(teacher_emb), labels, names, protocol, metrics,
-                                  skipped, prefix="teacher_", top5=False))
-    probe = linear_probe(tok, data, protocol, torch.cat(pooled_z), labels, device, metrics, skipped,
-                         eval_shards=reader.shards, image_size=enc_size)
-    if cap is None:
-        skipped["caption_nll"] = loaded.heads_note or "the loss heads hold no CaptionLoss"
-    elif not cap_trained:
-        skipped["caption_nll"] = f"the caption loss {cap_name!r} was disabled in training: its adapter is untrained"
-    elif nll_tokens:
-        metrics["caption_nll"] = nll_sum / nll_tokens
+    records = []
+    for part_metrics, part_skipped, record in (
+            head_scores(loaded, heads, acc, labels, names, protocol),
+            teacher_scores(heads, acc, labels, names, protocol),
+            probe_scores(tok, data, protocol, acc, labels, device, eval_shards=reader.shards, image_size=enc_size)):
+        metrics.update(part_metrics)
+        skipped.update(part_skipped)
+        records.append(record)
+    zeroshot.update(records[0])
+    zeroshot.update(records[1])
+    part_metrics, part_skipped = caption_scores(loaded, heads, acc)
+    metrics.update(part_metrics)
+    skipped.update(part_skipped)
 
     shards = reader.shards
+    sig, cap = heads.sig, heads.cap
     return {
         "format": FORMAT, "format_version": FORMAT_VERSION,
         "metrics": metrics,
@@ -204,8 +297,8 @@ def evaluate(loaded: Loaded, data: str | Path, protocol: Protocol, *, classes: l
         "definitions": dict(DEFINITIONS),
         "protocol": {
             **protocol.as_dict(),
-            "data": {"path": str(Path(str(data)).expanduser().resolve()), "split": protocol.split, "count": count,
-                     "skipped_samples": reader.skipped, "shards": [Path(s).name for s in shards],
+            "data": {"path": str(Path(str(data)).expanduser().resolve()), "split": protocol.split,
+                     "count": acc.count, "skipped_samples": reader.skipped, "shards": [Path(s).name for s in shards],
                      "fingerprint": shards_fingerprint(shards),
                      "source": (meta or {}).get("source"), "licence": (meta or {}).get("licence")},
             "image_size": [size, size], "encoder_image_size": [enc_size, enc_size], "resize": RESIZE,
@@ -213,11 +306,11 @@ def evaluate(loaded: Loaded, data: str | Path, protocol: Protocol, *, classes: l
                        "generator": f"one torch.Generator on {device} seeded {protocol.seed}, drawn batch after batch "
                                     f"of {protocol.batch_size}"},
             "zeroshot": zeroshot,
-            "probe": probe,
-            "heads": {"sigmoid": sig_name, "sigmoid_text_key": getattr(sig, "text_key", None),
-                      "sigmoid_trained": sig_trained, "sigmoid_image_head": getattr(sig, "image_head", None),
-                      "caption": cap_name, "caption_text_key": getattr(cap, "text_key", None),
-                      "caption_trained": cap_trained},
+            "probe": records[2],
+            "heads": {"sigmoid": heads.sig_name, "sigmoid_text_key": getattr(sig, "text_key", None),
+                      "sigmoid_trained": heads.sig_trained, "sigmoid_image_head": getattr(sig, "image_head", None),
+                      "caption": heads.cap_name, "caption_text_key": getattr(cap, "text_key", None),
+                      "caption_trained": heads.cap_trained},
             "reconstruction": recon.records if recon is not None else None,
             "device": device, "versions": package_versions(), "git": git_state(), "command": command,
         },

@@ -11,15 +11,14 @@ its own folder, armkit's asset cache (`asset:NAME`) and the folders the caller a
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from armkit.common.buildable import ConfigError, build
 from armkit.common.cache import assets_dir
 from armkit.common.weights import local_path, sha256_file
-from armkit.recipes.checkpoint_export import read_checkpoint, substate, tokenizer_from_checkpoint
+from armkit.recipes.tokenizer.export import heads_from_checkpoint, tokenizer_from_checkpoint
+from armkit.recipes.training.checkpoint_io import read_checkpoint
 from armkit.tokenizer import hub
 from armkit.tokenizer.export_checks import ConfigValueError, check_paths, inside
 from armkit.tokenizer.losses import LossSet
@@ -73,29 +72,12 @@ def check_frozen_files(checkpoint: dict, ckpt: Path, paths: Sequence[Path | str]
     return {prefix: record["source"] for prefix, record in left_out.items()}
 
 
-def heads_from_checkpoint(checkpoint: dict, ckpt: Path, left_out: dict[str, str]) -> tuple[LossSet | None, str | None]:
-    """The LossSet: trained tensors from the checkpoint, frozen file-backed parts from their files (checked by
-    `check_frozen_files`); (None, reason) when there is no loss spec."""
-    spec = checkpoint["armkit"].get("losses")
-    if not spec:
-        return None, f"{ckpt} holds no loss spec (checkpoint['armkit']['losses'])"
-    try:
-        heads = build(copy.deepcopy(spec), where=f"{ckpt}: armkit.losses")
-    except ConfigError as e:
-        raise hub.ExportError(str(e)) from None
-    if not isinstance(heads, LossSet):
-        return None, f"{ckpt}: armkit.losses builds a {type(heads).__name__}, not a LossSet"
-    skip = tuple(p.removeprefix("losses.") for p in left_out if p.startswith("losses."))
-    hub.load_checked(heads, substate(checkpoint, "losses."), source=f"{ckpt} (state_dict 'losses.*')", skip=skip)
-    return heads.eval(), None
-
-
 def load_for_eval(path: str | Path, *, paths: Sequence[Path | str] = ()) -> Loaded:
     """A .ckpt file or an export folder -> Loaded; a clear error for anything else. `paths`: folders outside the
     checkpoint's (or export's) own whose files its specs may name."""
     path = Path(path).expanduser()
     if path.is_file():
-        checkpoint = read_checkpoint(path)
+        checkpoint = read_checkpoint(path, spec="tokenizer", writer="TokenizerModule")
         try:
             for key in ("tokenizer", "losses"):
                 check_paths(checkpoint["armkit"].get(key), f"{path}: armkit.{key}", checkpoint_roots(path, paths))
@@ -103,7 +85,8 @@ def load_for_eval(path: str | Path, *, paths: Sequence[Path | str] = ()) -> Load
             raise hub.ExportError(str(e)) from None
         left_out = check_frozen_files(checkpoint, path, paths)
         tok = tokenizer_from_checkpoint(checkpoint, path, include_encoder=True)
-        heads, note = heads_from_checkpoint(checkpoint, path, left_out)
+        heads = heads_from_checkpoint(checkpoint, path, left_out=left_out)
+        note = None if heads is not None else f"{path} holds no loss spec (checkpoint['armkit']['losses'])"
         source = {"kind": "checkpoint", "path": str(path.resolve()), "sha256": sha256_file(path),
                   "epoch": checkpoint.get("epoch"), "global_step": checkpoint.get("global_step"),
                   "frozen_files": checkpoint.get("armkit_frozen") or {}}

@@ -12,12 +12,13 @@ from typing import Any
 from armkit.common.weights import sha256_file
 
 PACKAGES = ("armkit", "torch", "torchvision", "timm", "open_clip_torch", "vector-quantize-pytorch", "torchmetrics",
-            "transformers", "diffusers", "webdataset", "numpy", "pillow")
+            "transformers", "diffusers", "lightning", "webdataset", "numpy", "pillow")  # eval's and benchmarks' list
 REPO = Path(__file__).resolve().parents[2]
 
 
 def package_versions() -> dict[str, str | None]:
-    """{distribution: version} for the packages a metric can depend on (None: not installed)."""
+    """{distribution: version} (and the Python version) for the packages a metric or a benchmark can depend on
+    (None: not installed); `armkit eval` and benchmarks/common.py both record it."""
     versions: dict[str, str | None] = {"python": platform.python_version()}
     for name in PACKAGES:
         try:

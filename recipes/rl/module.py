@@ -12,6 +12,10 @@ The reference model is a frozen copy of the starting policy kept in the checkpoi
 reference; rollout seeds depend only on (seed, step, rank), and the shard loader restores the data position, so a
 resumed run continues as an uninterrupted one would. Validation: one sample per held-out prompt with a fixed seed
 per batch, mean reward per task (the held-out reward; use val shards never trained on).
+
+A reward that fails (the judge after its bounded retries: `JudgeError`) or a non-finite reward, loss or advantage
+stops the run with one line (`armkit train` exits 2; `guards.py`): no group is skipped, no optimizer step sees a NaN,
+and a checkpoint holding a non-finite parameter is never written.
 """
 
 from __future__ import annotations
@@ -25,17 +29,19 @@ import torch
 from armkit.backbones import sequence as S
 from armkit.backbones.ar import ARModel
 from armkit.backbones.generate import Sampling
-from armkit.common.buildable import to_spec
-from armkit.recipes.autoregressive.codes import FingerprintError, check_fingerprint, tokenizer_fingerprint
+from armkit.recipes.ar.checkpoint_hooks import CodesCheckpointHooks
+from armkit.recipes.ar.codes import FingerprintError, check_fingerprint, tokenizer_fingerprint
+from armkit.recipes.rl.guards import check_finite, check_finite_state
 from armkit.recipes.rl.objective import grpo_loss
 from armkit.recipes.rl.reward import Reward
 from armkit.recipes.rl.rollout import sample_groups, visual_logprobs
+from armkit.recipes.training.seeding import step_generator
 
 STAGE_TASKS = {"t2i": ("t2i",), "edit": ("edit",), "joint": ("t2i", "edit")}  # the tasks each stage trains
 STAGES = tuple(STAGE_TASKS)
 
 
-class GRPOModule(L.LightningModule):
+class GRPOModule(CodesCheckpointHooks, L.LightningModule):
     """model: the policy (an ARModel; with `init_from`, its weights are loaded from an AR export or checkpoint, the
     SFT model). tokenizer: the codes' tokenizer export (decodes rollouts; its fingerprint must match the codes').
     reward / edit_reward: for text-to-image / editing samples. stage: t2i | edit | joint. group_size: G.
@@ -59,7 +65,7 @@ class GRPOModule(L.LightningModule):
         if group_size < 2 or updates < 1:
             raise ValueError("group_size must be >= 2 and updates >= 1")
         if init_from is not None:
-            from armkit.recipes.autoregressive.export import load_ar
+            from armkit.recipes.ar.export import load_ar
             from armkit.tokenizer.hub import load_checked
 
             loaded = load_ar(init_from).model
@@ -83,7 +89,7 @@ class GRPOModule(L.LightningModule):
         meta = getattr(self.trainer.datamodule, "meta", None) if self.trainer is not None else None
         if meta is None:
             raise ValueError("GRPOModule reads prompts from code shards: use "
-                             "armkit.recipes.autoregressive.codes.CodeDataModule")
+                             "armkit.recipes.ar.codes.CodeDataModule")
         check_fingerprint(meta["tokenizer"]["fingerprint"], tokenizer_fingerprint(self.tokenizer_path),
                           expected_from="data.train (the code shards)", got_from=f"tokenizer {self.tokenizer_path}")
         tok = Tokenizer.from_pretrained(self.tokenizer_path).requires_grad_(False).eval()
@@ -140,7 +146,7 @@ class GRPOModule(L.LightningModule):
                 self.edit_reward.parts(images, texts, sources, targets))
 
     def _generator(self, *key: int) -> torch.Generator:
-        return torch.Generator(device=self.device).manual_seed(hash((self.seed, *key)) % 2**63)
+        return step_generator(self.seed, *key, device=self.device)
 
     # -- steps ------------------------------------------------------------------------------------------------------
     def training_step(self, batch: dict, batch_idx: int) -> None:
@@ -163,6 +169,7 @@ class GRPOModule(L.LightningModule):
         if not rows:
             return None  # a batch with no prompt for this stage (e.g. no edit pair)
         rewards_all = torch.cat(rewards).to(self.device)
+        check_finite(f"GRPO step {self.global_step}", {"rewards": rewards_all})  # stop, never train on NaN
         with torch.no_grad():
             old = [visual_logprobs(self.model, p, c, temperature=float(t[0])) for p, c, t in rows]
             ref = [visual_logprobs(self.ref, p, c, temperature=float(t[0])) for p, c, t in rows]
@@ -173,6 +180,7 @@ class GRPOModule(L.LightningModule):
             mask = torch.ones_like(logp)  # every scored position is a visual token (prompt and EOI are not scored)
             out = grpo_loss(logp, old_all, ref_all, rewards_all, mask, group_size=self.group_size,
                             clip=self.clip, beta=self.beta)
+            check_finite(f"GRPO step {self.global_step}", {"loss": out.loss, **out.logs})
             opt.zero_grad()
             self.manual_backward(out.loss)
             if self.grad_clip:
@@ -196,14 +204,11 @@ class GRPOModule(L.LightningModule):
             r, _ = self._rewards(task, group, self._decode(roll.codes, gen), 1, gen)
             self.log(f"val/reward/{task}", r.mean(), batch_size=len(group), sync_dist=True)
 
-    # -- checkpoints ------------------------------------------------------------------------------------------------
-    def on_save_checkpoint(self, checkpoint: dict) -> None:
-        # the AR module's keys, so `armkit export --ckpt` and `armkit generate --model CKPT` read the policy
-        checkpoint["armkit"] = {"ar": to_spec(self.model), "codes_tokenizer": self.codes_tokenizer,
-                                "rl": {"stage": self.stage, "init_from": self.init_from}}
+    # -- checkpoints: CodesCheckpointHooks (the AR module's keys, so `armkit export --ckpt` and `armkit generate
+    # --model CKPT` read the policy; refused on the codes of another tokenizer) -------------------------------------
+    def checkpoint_extras(self) -> dict:
+        return {"rl": {"stage": self.stage, "init_from": self.init_from}}
 
-    def on_load_checkpoint(self, checkpoint: dict) -> None:
-        saved = (checkpoint.get("armkit") or {}).get("codes_tokenizer") or {}
-        if saved and self.codes_tokenizer:
-            check_fingerprint(saved["fingerprint"], self.codes_tokenizer["fingerprint"],
-                              expected_from="the checkpoint", got_from="data.train (the code shards)")
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        check_finite_state(f"GRPO checkpoint at step {self.global_step}", checkpoint["state_dict"])  # before writing
+        super().on_save_checkpoint(checkpoint)

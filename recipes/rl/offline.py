@@ -120,19 +120,18 @@ class CategoryProbe(Reward):
 
 
 def fit_probe(features: torch.Tensor, labels: torch.Tensor, num_classes: int, out: str, *, steps: int = 300,
-              lr: float = 0.1, weight_decay: float = 1e-3) -> float:
-    """Fit a linear probe (full-batch AdamW on cross-entropy) on frozen features [N, D] and write it for
-    `CategoryProbe`; returns its training accuracy."""
+              lr: float = 0.1, weight_decay: float = 1e-3, seed: int = 0) -> float:
+    """Fit evaluation/probe.py's linear probe (its seeded full-batch AdamW solver, on the raw features [N, D]) and
+    write it for `CategoryProbe`; returns its training accuracy."""
     from safetensors.torch import save_file
 
-    layer = nn.Linear(features.shape[1], num_classes)
-    opt = torch.optim.AdamW(layer.parameters(), lr=lr, weight_decay=weight_decay)
-    for _ in range(steps):
-        opt.zero_grad()
-        nnf.cross_entropy(layer(features), labels).backward()
-        opt.step()
+    from armkit.recipes.evaluation import probe as shared
+
+    probe = shared.fit_probe(features, labels, num_classes, solver="adamw", steps=steps, lr=lr, l2=weight_decay,
+                             seed=seed, standardise=False)
+    layer = shared.to_linear(probe)
     save_file({"weight": layer.weight.detach().contiguous(), "bias": layer.bias.detach().contiguous()}, out)
-    return float((layer(features).argmax(-1) == labels).float().mean())
+    return probe.train_top1 / 100.0
 
 
 class EditReward(Reward):

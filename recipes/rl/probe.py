@@ -1,6 +1,6 @@
 """Fit the category probe a `CategoryProbe` reward reads, on *real* training images only (never on samples).
 
-    python -m armkit.recipes.rl.probe --images data/emoji --out runs/rl-demo/probe [--weights asset:efficientnet_lite0]
+    armkit rl-probe --images data/emoji --out runs/rl-demo/probe [--weights asset:efficientnet_lite0]
 
 writes OUT/probe.safetensors (weight, bias; the feature standardisation folded in, so the reward applies it to raw
 pooled features) and OUT/prompt_classes.json ({caption: label}), and prints the probe's accuracy on real train and
@@ -9,7 +9,6 @@ val images. The features are `PretrainedFeatures` (the AR evaluation's), so rewa
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
@@ -33,7 +32,7 @@ def write_probe(*, images: str, out: str | Path, features: torch.nn.Module, size
     """Fit on the train split, fold the standardisation into the weights, write the files; returns accuracies."""
     from safetensors.torch import save_file
 
-    from armkit.recipes.autoregressive.evaluate import train_probe
+    from armkit.recipes.ar.evaluate import train_probe
 
     f, y, captions = _features(features, images, "train", size, limit)
     keep = y >= 0
@@ -55,23 +54,3 @@ def write_probe(*, images: str, out: str | Path, features: torch.nn.Module, size
     if len(yv):
         acc["val"] = float(((fv @ weight.T + bias).argmax(-1) == yv).float().mean())
     return acc
-
-
-def main(argv: list[str] | None = None) -> int:
-    from armkit.recipes.autoregressive.evaluate import PretrainedFeatures
-
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--images", required=True, help="image shards (`armkit data ...`) with labels")
-    parser.add_argument("--out", required=True, type=Path)
-    parser.add_argument("--weights", default="asset:efficientnet_lite0", help="feature network weights ('' = random)")
-    parser.add_argument("--size", type=int, default=64, help="image size the shards are read at")
-    parser.add_argument("--limit", type=int, default=None)
-    args = parser.parse_args(argv)
-    features = PretrainedFeatures(weights=args.weights or None)
-    print(json.dumps({"accuracy": write_probe(images=args.images, out=args.out, features=features, size=args.size,
-                                              limit=args.limit), "out": str(args.out)}))
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

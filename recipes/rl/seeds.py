@@ -1,6 +1,6 @@
 """The held-out reward of GRPO runs over seeds: did RL lift it above the SFT model's, beyond the spread of seeds?
 
-    python -m armkit.recipes.rl.seeds "seed 0=runs/rl/seed0/t2i/run" "seed 1=runs/rl/seed1/t2i/run" ... --out DIR
+    armkit rl-seeds "seed 0=runs/rl/seed0/t2i/run" "seed 1=runs/rl/seed1/t2i/run" ... --out DIR
 
 Each run is a GRPO run folder (its trainer.default_root_dir) with `SampleGrid`'s samples/before.json and after.json:
 the same held-out prompts and the same draws scored before the first update (the SFT model) and after the last.
@@ -16,14 +16,13 @@ most frequent class of the held-out prompts raises the plain mean without follow
 
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
 from pathlib import Path
 from typing import Any
 
 from armkit.recipes.evaluation.stats import mean_std, paired, verdict
-from armkit.recipes.summary import metric_curves, newest_metrics_csv
+from armkit.recipes.training.summary import metric_curves, newest_metrics_csv
 
 
 def rewards(run: Path, name: str, classes: dict[str, int] | None = None) -> dict[str, float]:
@@ -127,29 +126,3 @@ def before_after(run: Path, path: Path, *, rows: int = 8, cell: int = 32, pad: i
     canvas.paste(crops[1], (crops[0].width + 4 * pad, 0))
     canvas.resize((canvas.width * scale, canvas.height * scale), Image.NEAREST).save(path)
     return path
-
-
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("runs", nargs="+", help="LABEL=RUN_DIR (or RUN_DIR): GRPO run folders with samples/*.json")
-    p.add_argument("--out", required=True, type=Path)
-    p.add_argument("--grid-rows", type=int, default=8, help="prompts in before-after.png (from the first run)")
-    p.add_argument("--prompt-classes", type=Path, help="{prompt: class} JSON (a CategoryProbe's prompt_classes.json)")
-    args = p.parse_args(argv)
-    runs = {}
-    for spec in args.runs:
-        label, _, folder = spec.rpartition("=") if "=" in spec else (spec, "", spec)
-        runs[label] = Path(folder)
-    classes = json.loads(args.prompt_classes.read_text()) if args.prompt_classes else None
-    result = summarise(runs, classes)
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "seeds.json").write_text(json.dumps(result, indent=1) + "\n")
-    (args.out / "seeds.md").write_text(markdown(result))
-    plot(result, args.out / "seeds.png")
-    before_after(next(iter(runs.values())), args.out / "before-after.png", rows=args.grid_rows)
-    print(markdown(result))
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -10,6 +10,7 @@ from typing import Any
 import torch
 from transformers import AutoModel
 
+from armkit.common.remote_code import no_remote_code
 from armkit.common.weights import local_path
 from armkit.tokenizer.encoders.base import VisionEncoder
 
@@ -50,7 +51,7 @@ class HFVisionEncoder(VisionEncoder):
         if not (folder / "config.json").is_file():
             raise FileNotFoundError(f"no transformers model folder (config.json) at {folder}")
         settings = processor_settings(folder)
-        model = AutoModel.from_pretrained(str(folder))
+        model = AutoModel.from_pretrained(no_remote_code(folder), trust_remote_code=False)
         self.model = getattr(model, "vision_model", model)  # CLIPModel/SiglipModel -> their image tower
         config = getattr(model.config, "vision_config", model.config)
         size = int(image_size or settings.get("image_size") or config.image_size)

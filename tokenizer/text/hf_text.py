@@ -8,6 +8,7 @@ from pathlib import Path
 import torch
 from transformers import AutoModel, AutoTokenizer
 
+from armkit.common.remote_code import no_remote_code
 from armkit.common.weights import local_path
 from armkit.tokenizer.text.base import TextTower
 
@@ -36,8 +37,8 @@ class HFSentenceEncoder(TextTower):
         if pooling and not pooling.get("pooling_mode_mean_tokens", False):
             raise ValueError(f"{folder / '1_Pooling' / 'config.json'}: this model is not mean-pooled; "
                              "HFSentenceEncoder only does mean pooling")
-        self.tokenizer = AutoTokenizer.from_pretrained(str(folder))
-        self.model = AutoModel.from_pretrained(str(folder))
+        self.tokenizer = AutoTokenizer.from_pretrained(no_remote_code(folder), trust_remote_code=False)
+        self.model = AutoModel.from_pretrained(no_remote_code(folder), trust_remote_code=False)
         limit = _read_json(folder / "sentence_bert_config.json").get("max_seq_length")
         self.max_length = int(max_length or limit or min(self.tokenizer.model_max_length, 512))
         self.width = int(self.model.config.hidden_size)
