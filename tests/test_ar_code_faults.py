@@ -12,8 +12,7 @@ import tarfile
 from pathlib import Path
 
 import pytest
-import torch
-import yaml
+from test_ar_recipes import tiny_tokenizer
 
 from armkit.recipes.ar.codes import FORMAT, CodeDataModule, CodeReader, CodesMetaError, CodeStream, code_bytes
 from armkit.recipes.commands.cli import main
@@ -218,15 +217,6 @@ def test_training_on_a_bad_meta_json_exits_2_with_one_line(fault, tmp_path, caps
 # -- armkit tokenize ---------------------------------------------------------------------------------------------
 
 
-def tiny_tokenizer(out: Path) -> Path:
-    from armkit.common.buildable import build
-
-    spec = yaml.safe_load((ROOT / "recipes" / "tokenizer" / "tiny.yaml").read_text())["model"]["tokenizer"]
-    torch.manual_seed(0)
-    build({"class_path": "armkit.tokenizer.Tokenizer", "init_args": spec}).save_pretrained(out)
-    return out
-
-
 def png(colour: str) -> bytes:
     from PIL import Image
 
@@ -255,7 +245,7 @@ def test_tokenize_skips_unsafe_names_and_records_every_skip_in_meta(tmp_path, ca
         "count": 7 + len(UNSAFE), "shards": listing}}}))
     out = tmp_path / "codes"
     with pytest.warns(SkippedSampleWarning) as caught:
-        assert main(["tokenize", "--tokenizer", str(tiny_tokenizer(tmp_path / "tok")), "--data", str(data),
+        assert main(["tokenize", "--tokenizer", str(tiny_tokenizer(tmp_path / "tok", 0)), "--data", str(data),
                      "--out", str(out), "--splits", "train", "--batch-size", "3"]) == 0
     warned = " ".join(str(w.message) for w in caught)
     assert all(repr(key) in warned for key in UNSAFE) and "'broken' in" in warned
