@@ -25,6 +25,10 @@ from torch import nn
 from armkit.backbones import sequence as S
 from armkit.backbones.ar import ARModel
 from armkit.backbones.generate import Sampling, generate_image
+from armkit.common.weights import load_state_dict_file, local_path
+from armkit.recipes.ar.codes import CodeReader
+from armkit.recipes.data.reader import ShardReader
+from armkit.recipes.evaluation.probe import fit_probe, to_linear
 
 TOP_K_100 = Sampling(temperature=1.0, top_k=100)
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
@@ -37,8 +41,6 @@ class PretrainedFeatures(nn.Module):
     def __init__(self, *, model_name: str = "efficientnet_lite0", weights: str | None = None, size: int = 224) -> None:
         super().__init__()
         import timm
-
-        from armkit.common.weights import load_state_dict_file, local_path
 
         self.net = timm.create_model(model_name, pretrained=False, num_classes=0).eval()
         if weights is not None:
@@ -78,8 +80,6 @@ def train_probe(features: torch.Tensor, labels: torch.Tensor, *, classes: int, s
                 seed: int = 0) -> nn.Linear:
     """A linear softmax probe on standardised features: evaluation/probe.py's `fit_probe` with its seeded AdamW
     solver (full-batch, lr 1e-2, weight decay 1e-3), as an nn.Linear."""
-    from armkit.recipes.evaluation.probe import fit_probe, to_linear
-
     return to_linear(fit_probe(features, labels, classes, solver="adamw", steps=steps, lr=1e-2, l2=1e-3, seed=seed,
                                standardise=False))
 
@@ -112,8 +112,6 @@ def decode(tok: Any, codes: torch.Tensor, *, steps: int, seed: int, batch_size: 
 
 
 def real_images(shards: str, split: str, size: int, limit: int | None) -> tuple[torch.Tensor, torch.Tensor, list]:
-    from armkit.recipes.data.reader import ShardReader
-
     images, labels, keys = [], [], []
     for batch in ShardReader(shards, image_size=size, batch_size=64, limit=limit, split=split):
         images.append(batch["image"])
@@ -128,8 +126,6 @@ def evaluate_ar(*, model: ARModel, tok: Any, codes: str, images: str, features: 
                 image_guidance: float = 1.25, sampling: Sampling = TOP_K_100,
                 batch_size: int = 16) -> dict[str, Any]:
     """The metrics of the module docstring on up to `limit` held-out samples (and edit pairs)."""
-    from armkit.recipes.ar.codes import CodeReader
-
     v, codec, grid = model.vocab, model.codec, tuple(tok.grid)
     size = int(tok.image_size[0])
     held = list(CodeReader(codes, image_size=1, split="val"))

@@ -21,14 +21,15 @@ from armkit.backbones import sequence as S
 from armkit.backbones.generate import Sampling, generate_image, generate_text
 from armkit.recipes.ar.codes import check_fingerprint, tokenizer_fingerprint
 from armkit.recipes.ar.export import load_ar
+from armkit.recipes.data.images import ImageRejected, open_image
+from armkit.recipes.data.reader import image_tensor
+from armkit.tokenizer import Tokenizer
 
 GRID_IMAGES, GRID_ROW = 256, 32  # grid.png shows at most 256 samples, 32 a row (each has its own PNG anyway)
 
 
 def load_tokenizer(record: dict[str, Any], override: Path | None):
     """The codes' tokenizer, checked against the fingerprint the AR model was trained with."""
-    from armkit.tokenizer import Tokenizer
-
     path = override or Path(record.get("path", ""))
     if not (path / "config.json").is_file():
         raise FileNotFoundError(f"tokenizer export {path} not found; pass --tokenizer")
@@ -54,8 +55,6 @@ def check_device(name: str) -> torch.device:
 def open_input_image(path: Path):
     """--image through the data path's safe reader (pixel and aspect limits checked on the header, before decoding)
     -> a PIL image; anything else is a ValueError naming the file. Called before the model is loaded."""
-    from armkit.recipes.data.images import ImageRejected, open_image
-
     try:
         return open_image(path)
     except ImageRejected as e:
@@ -67,8 +66,6 @@ def open_input_image(path: Path):
 
 def read_image(path: Path, size: int) -> torch.Tensor:
     """--image as [1, 3, size, size] in [0, 1] (see `open_input_image`)."""
-    from armkit.recipes.data.reader import image_tensor
-
     return image_tensor(open_input_image(path), size)[None]
 
 
@@ -140,8 +137,6 @@ def generate(args: argparse.Namespace, warn: Callable[[str], None] = lambda line
                               "sampling": sampling._asdict(), "seed": args.seed, "kv_cache": not args.no_cache}
     source = None
     if picture is not None:
-        from armkit.recipes.data.reader import image_tensor
-
         pixels = image_tensor(picture, tok.encoder.image_size[0])[None].to(device)  # [1, 3, S, S]
         source = tok.encode(pixels)[0].tolist()
     if args.caption:

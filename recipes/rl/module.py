@@ -31,11 +31,14 @@ from armkit.backbones.ar import ARModel
 from armkit.backbones.generate import Sampling
 from armkit.recipes.ar.checkpoint_hooks import CodesCheckpointHooks
 from armkit.recipes.ar.codes import FingerprintError, check_fingerprint, tokenizer_fingerprint
+from armkit.recipes.ar.export import load_ar
 from armkit.recipes.rl.guards import check_finite, check_finite_state
 from armkit.recipes.rl.objective import grpo_loss
 from armkit.recipes.rl.reward import Reward
 from armkit.recipes.rl.rollout import sample_groups, visual_logprobs
 from armkit.recipes.training.seeding import step_generator
+from armkit.tokenizer import Tokenizer
+from armkit.tokenizer.hub import load_checked
 
 STAGE_TASKS = {"t2i": ("t2i",), "edit": ("edit",), "joint": ("t2i", "edit")}  # the tasks each stage trains
 STAGES = tuple(STAGE_TASKS)
@@ -65,9 +68,6 @@ class GRPOModule(CodesCheckpointHooks, L.LightningModule):
         if group_size < 2 or updates < 1:
             raise ValueError("group_size must be >= 2 and updates >= 1")
         if init_from is not None:
-            from armkit.recipes.ar.export import load_ar
-            from armkit.tokenizer.hub import load_checked
-
             loaded = load_ar(init_from).model
             load_checked(model, loaded.state_dict(), source=f"init_from {init_from}")
         self.automatic_optimization = False  # `updates` optimizer steps on one rollout
@@ -84,8 +84,6 @@ class GRPOModule(CodesCheckpointHooks, L.LightningModule):
 
     # -- set-up -----------------------------------------------------------------------------------------------------
     def setup(self, stage: str) -> None:
-        from armkit.tokenizer import Tokenizer
-
         meta = getattr(self.trainer.datamodule, "meta", None) if self.trainer is not None else None
         if meta is None:
             raise ValueError("GRPOModule reads prompts from code shards: use "

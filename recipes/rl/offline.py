@@ -16,6 +16,7 @@ from torch import nn
 
 from armkit.common.buildable import Buildable
 from armkit.common.weights import local_path
+from armkit.recipes.evaluation import probe as shared
 from armkit.recipes.rl.reward import Reward
 
 
@@ -124,8 +125,6 @@ def fit_probe(features: torch.Tensor, labels: torch.Tensor, num_classes: int, ou
     """Fit evaluation/probe.py's linear probe (its seeded full-batch AdamW solver, on the raw features [N, D]) and
     write it for `CategoryProbe`; returns its training accuracy."""
     from safetensors.torch import save_file
-
-    from armkit.recipes.evaluation import probe as shared
 
     probe = shared.fit_probe(features, labels, num_classes, solver="adamw", steps=steps, lr=lr, l2=weight_decay,
                              seed=seed, standardise=False)

@@ -14,11 +14,12 @@ from pathlib import Path
 
 import torch
 
+from armkit.recipes.ar.evaluate import train_probe
+from armkit.recipes.data.reader import ShardReader
+
 
 @torch.no_grad()
 def _features(features: torch.nn.Module, shards: str, split: str, size: int, limit: int | None):
-    from armkit.recipes.data.reader import ShardReader
-
     feats, labels, captions = [], [], []
     for batch in ShardReader(shards, image_size=size, batch_size=64, limit=limit, split=split):
         feats.append(features(batch["image"]))
@@ -31,8 +32,6 @@ def write_probe(*, images: str, out: str | Path, features: torch.nn.Module, size
                 limit: int | None = None, steps: int = 300, seed: int = 0) -> dict[str, float]:
     """Fit on the train split, fold the standardisation into the weights, write the files; returns accuracies."""
     from safetensors.torch import save_file
-
-    from armkit.recipes.ar.evaluate import train_probe
 
     f, y, captions = _features(features, images, "train", size, limit)
     keep = y >= 0

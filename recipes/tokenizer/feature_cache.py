@@ -28,6 +28,7 @@ from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 from armkit.common.buildable import to_spec
+from armkit.recipes.data.reader import ShardReader
 
 
 def teacher_fingerprint(encoder: torch.nn.Module, image_size: int) -> str:
@@ -55,8 +56,6 @@ def shard_count(shards: list[str]) -> int | None:
 def build_split(encoder: torch.nn.Module, shards: list[str], image_size: int, out: Path, *,
                 batch_size: int = 64) -> None:
     """Run the encoder once over every sample of `shards` (read as training reads them) and write the cache."""
-    from armkit.recipes.data.reader import ShardReader
-
     keys, feats, device = [], [], next(encoder.parameters()).device
     reader = ShardReader(shards, image_size=image_size, batch_size=batch_size, rank=0, world_size=1)
     was_training = encoder.training
