@@ -13,7 +13,8 @@ from armkit.recipes.training.config_checks import ConfigCheckError, check_values
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPES = {name: yaml.safe_load((ROOT / "recipes" / name).read_text())
-           for name in ("ar/tiny.yaml", "ar/demo.yaml", "ar/paper.yaml", "rl/tiny.yaml", "rl/demo.yaml")}
+           for name in ("ar/tiny.yaml", "ar/demo.yaml", "ar/paper.yaml", "ar/fmnist.yaml", "rl/tiny.yaml",
+                        "rl/demo.yaml")}
 ARGS = "model.init_args"
 LM = f"{ARGS}.model.init_args"
 
