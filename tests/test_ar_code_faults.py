@@ -187,14 +187,19 @@ META_FAULTS = {
 }
 
 
-@pytest.mark.parametrize("fault", list(META_FAULTS))
-def test_meta_json_faults_are_one_line_errors(fault, tmp_path):
-    code_folder(tmp_path / "codes", [])
+def faulty_meta(folder: Path, fault: str) -> None:
+    """A code folder whose meta.json is META_FAULTS[fault] (None: no meta.json)."""
+    code_folder(folder, [])
     text = META_FAULTS[fault]
     if text is None:
-        (tmp_path / "codes" / "meta.json").unlink()
+        (folder / "meta.json").unlink()
     else:
-        (tmp_path / "codes" / "meta.json").write_text(text)
+        (folder / "meta.json").write_text(text)
+
+
+@pytest.mark.parametrize("fault", list(META_FAULTS))
+def test_meta_json_faults_are_one_line_errors(fault, tmp_path):
+    faulty_meta(tmp_path / "codes", fault)
     with pytest.raises(CodesMetaError) as e:
         CodeDataModule(train=str(tmp_path / "codes"), batch_size=4)
     assert "meta.json" in str(e.value) and "\n" not in str(e.value)
@@ -202,12 +207,7 @@ def test_meta_json_faults_are_one_line_errors(fault, tmp_path):
 
 @pytest.mark.parametrize("fault", ["missing", "not JSON", "codebook_size a string"])
 def test_training_on_a_bad_meta_json_exits_2_with_one_line(fault, tmp_path, capsys):
-    code_folder(tmp_path / "codes", [])
-    text = META_FAULTS[fault]
-    if text is None:
-        (tmp_path / "codes" / "meta.json").unlink()
-    else:
-        (tmp_path / "codes" / "meta.json").write_text(text)
+    faulty_meta(tmp_path / "codes", fault)
     capsys.readouterr()
     assert main(train_args(tmp_path / "codes", tmp_path / "run", "--trainer.max_steps=1")) == 2
     err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]

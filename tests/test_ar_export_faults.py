@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from test_export_faults import set_in
 
 from armkit.backbones.ar import ARModel
 from armkit.common.buildable import to_spec
@@ -59,15 +60,8 @@ def eval_ar(model: Path, out: Path) -> list[str]:
 
 # -- export folders -------------------------------------------------------------------------------------------------
 def at(*keys):
-    """An edit setting config[keys[0]][keys[1]]... = value."""
-    def setter(value):
-        def edit(config):
-            node = config
-            for k in keys[:-1]:
-                node = node[k]
-            node[keys[-1]] = value
-        return edit
-    return setter
+    """value -> an edit setting tree[keys[0]][keys[1]]... = value (a config or a checkpoint)."""
+    return lambda value: set_in(list(keys), value)
 
 
 ARGS, CONFIG = ("model", "init_args"), ("model", "init_args", "config")
@@ -208,17 +202,6 @@ def test_missing_or_foreign_files_are_one_line(valid, tmp_path, capsys):
 
 
 # -- checkpoints ----------------------------------------------------------------------------------------------------
-def ckpt_at(*keys):
-    def setter(value):
-        def edit(checkpoint):
-            node = checkpoint
-            for k in keys[:-1]:
-                node = node[k]
-            node[keys[-1]] = value
-        return edit
-    return setter
-
-
 SPEC = ("armkit", "ar", "init_args")
 
 
@@ -232,19 +215,19 @@ def rename_state(checkpoint):
 
 CHECKPOINT_FAULTS = [
     ("no state_dict", drop_state_dict, "'state_dict' is missing"),
-    ("state_dict a list", ckpt_at("state_dict")([1, 2]), "state_dict"),
-    ("a value not a tensor", ckpt_at("state_dict", "model.visual_head.weight")("weights"),
+    ("state_dict a list", at("state_dict")([1, 2]), "state_dict"),
+    ("a value not a tensor", at("state_dict", "model.visual_head.weight")("weights"),
      "state_dict['model.visual_head.weight']"),
-    ("a key not a string", ckpt_at("state_dict", 7)(torch.zeros(1)), "state_dict key"),
+    ("a key not a string", at("state_dict", 7)(torch.zeros(1)), "state_dict key"),
     ("no model.* key", rename_state, "model.*"),
-    ("armkit a list", ckpt_at("armkit")([1]), "armkit"),
-    ("codebook a string", ckpt_at(*SPEC, "codebook_size")("1000"), "codebook_size"),
-    ("zero heads", ckpt_at(*SPEC, "config", "num_attention_heads")(0), "num_attention_heads"),
-    ("NaN in the config", ckpt_at(*SPEC, "config", "rope_theta")(float("nan")), "rope_theta"),
-    ("needs terabytes", ckpt_at(*SPEC, "config", "hidden_size")(2**20), "TB"),
-    ("both config and path", ckpt_at(*SPEC, "path")("/somewhere"), "give exactly one of config:"),
-    ("codes tokenizer a list", ckpt_at("armkit", "codes_tokenizer")([1]), "armkit.codes_tokenizer"),
-    ("global_step a string", ckpt_at("global_step")("three"), "global_step"),
+    ("armkit a list", at("armkit")([1]), "armkit"),
+    ("codebook a string", at(*SPEC, "codebook_size")("1000"), "codebook_size"),
+    ("zero heads", at(*SPEC, "config", "num_attention_heads")(0), "num_attention_heads"),
+    ("NaN in the config", at(*SPEC, "config", "rope_theta")(float("nan")), "rope_theta"),
+    ("needs terabytes", at(*SPEC, "config", "hidden_size")(2**20), "TB"),
+    ("both config and path", at(*SPEC, "path")("/somewhere"), "give exactly one of config:"),
+    ("codes tokenizer a list", at("armkit", "codes_tokenizer")([1]), "armkit.codes_tokenizer"),
+    ("global_step a string", at("global_step")("three"), "global_step"),
 ]
 
 

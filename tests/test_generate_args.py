@@ -4,14 +4,13 @@ exit status 2, never a traceback; over-long prompts are cut with a warning and `
 from __future__ import annotations
 
 import json
-import struct
-import zlib
 from pathlib import Path
 
 import pytest
 import torch
 import yaml
 from PIL import Image
+from test_data_faults import png_bomb
 
 from armkit.backbones.ar import ARModel
 from armkit.recipes.ar.export import save_ar
@@ -20,18 +19,6 @@ from armkit.recipes.commands.cli import main
 ROOT = Path(__file__).resolve().parents[1]
 LM = {"model_type": "qwen2", "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1,
       "num_attention_heads": 2, "num_key_value_heads": 1, "max_position_embeddings": 64}  # 64 - 4 - 16: 44 text ids
-
-
-def png_bomb(width: int, height: int) -> bytes:
-    """A valid 1-bit PNG of width x height zeros: a few kB on disk, `width * height` pixels once decoded."""
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-    z = zlib.compressobj(9)
-    row = b"\0" * (1 + (width + 7) // 8)
-    body = b"".join(z.compress(row) for _ in range(height)) + z.flush()
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0))
-            + chunk(b"IDAT", body) + chunk(b"IEND", b""))
 
 
 @pytest.fixture(scope="module")

@@ -22,7 +22,7 @@ from armkit.backbones.ar import ARModel
 from armkit.backbones.codec import HFCodec
 from armkit.common.buildable import ConfigError, build, to_spec
 from armkit.recipes.ar.export_checks import FORMAT, FORMAT_VERSION, check_checkpoint, check_file_size, read_config
-from armkit.recipes.training.checkpoint_io import read_checkpoint as _read_checkpoint
+from armkit.recipes.training.checkpoint_read import read_checkpoint as _read_checkpoint
 from armkit.tokenizer.export_checks import ConfigValueError
 from armkit.tokenizer.hub import ExportError, check_classes, load_checked, read_safetensors, write_safetensors
 

@@ -18,7 +18,7 @@ from typing import Any, NamedTuple
 from armkit.common.cache import assets_dir
 from armkit.common.weights import local_path, sha256_file
 from armkit.recipes.tokenizer.export import heads_from_checkpoint, tokenizer_from_checkpoint
-from armkit.recipes.training.checkpoint_io import read_checkpoint
+from armkit.recipes.training.checkpoint_read import read_checkpoint
 from armkit.tokenizer import hub
 from armkit.tokenizer.export_checks import ConfigValueError, check_paths, inside
 from armkit.tokenizer.losses import LossSet

@@ -18,7 +18,7 @@ import yaml
 
 from armkit.common.buildable import ConfigError, build
 from armkit.common.cache import MANIFEST, assets_dir
-from armkit.recipes.training.checkpoint_io import read_checkpoint
+from armkit.recipes.training.checkpoint_read import read_checkpoint
 from armkit.tokenizer.export_checks import ConfigValueError, check_paths
 from armkit.tokenizer.hub import (
     ENCODER_PREFIX,

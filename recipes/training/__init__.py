@@ -2,7 +2,8 @@
 
     fit.py            LightningCLI with armkit's defaults and the config preflight (`armkit train` runs it)
     config_checks.py  value checks and the one-line `config error:` messages
-    checkpoint_io.py  atomic checkpoint writes, never-unpickling reads
+    checkpoint_io.py  atomic checkpoint writes, never-unpickling reads during training
+    checkpoint_read.py  `read_checkpoint`: a finished checkpoint, weights only, without Lightning
     checkpoints.py    step-named checkpoints
     resume.py         `--ckpt_path last`: the newest readable checkpoint; the recipe stands over stored hparams
     schedule.py       warm-up and cosine learning-rate factors

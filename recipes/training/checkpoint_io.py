@@ -8,9 +8,8 @@ at the next save into that folder. Remote paths (`s3://...`) keep Lightning's fs
 
 Loading is forced to `torch.load(weights_only=True)`, which is why armkit stores only tensors and plain values in
 checkpoints. `newest_readable` picks what `--ckpt_path last` resumes from when `last.ckpt` itself cannot be read.
-`read_checkpoint` is the one reader of a finished checkpoint outside training (export, eval, AR loading): weights
-only, errors that name the file. Lightning is imported only when `SafeCheckpointIO` is first used, so `armkit eval`
-and the AR loader read checkpoints without it.
+A finished checkpoint is read outside training (export, eval, AR loading) by checkpoint_read.py, which does not
+import Lightning.
 """
 
 from __future__ import annotations
@@ -22,6 +21,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import torch
+from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 TEMP = re.compile(r"^\.(?P<name>.+)\.tmp-(?P<pid>\d+)-[0-9a-f]+$")
 
@@ -103,52 +103,15 @@ def newest_readable(folder: Path | str) -> Pick:
     return Pick(None, skipped)
 
 
-def read_checkpoint(path: Path | str, *, spec: str | None = None, writer: str = "armkit",
-                    state_dict: bool = True) -> dict:
-    """A Lightning checkpoint loaded on the CPU with `torch.load(weights_only=True)`: never unpickles code. `spec`:
-    the entry checkpoint["armkit"][spec] must be a mapping (e.g. "tokenizer" for TokenizerModule's checkpoints, "ar"
-    for ARModule's and GRPOModule's; `writer` names the module in the error). `state_dict`: require a mapping
-    checkpoint["state_dict"] (False: the caller checks it itself). FileNotFoundError for a missing file,
-    `tokenizer.hub.ExportError` (a ValueError) naming the file for anything else it refuses."""
-    from armkit.tokenizer.hub import ExportError
+class SafeCheckpointIO(TorchCheckpointIO):
+    """Lightning's TorchCheckpointIO with atomic local saves (`save_atomic`) and weights-only loads."""
 
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {path}")
-    try:
-        checkpoint = torch.load(str(path), map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 -- code or a broken file: refused either way
-        raise ExportError(f"{path} is not a plain checkpoint (refused to unpickle: {e})") from None
-    if state_dict and (not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("state_dict"), dict)):
-        raise ExportError(f"{path} has no 'state_dict': not a Lightning checkpoint")
-    armkit = checkpoint.get("armkit") if isinstance(checkpoint, dict) else None
-    if spec is not None and (not isinstance(armkit, dict) or not isinstance(armkit.get(spec), dict)):
-        raise ExportError(f"{path} has no checkpoint['armkit'][{spec!r}] spec: not written by armkit's {writer}")
-    return checkpoint
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None) -> None:
+        if storage_options is not None or "://" in str(path):
+            return super().save_checkpoint(checkpoint, path, storage_options=storage_options)
+        save_atomic(checkpoint, path)
 
-
-def _safe_checkpoint_io() -> type:
-    from lightning.pytorch.plugins.io import TorchCheckpointIO
-
-    class SafeCheckpointIO(TorchCheckpointIO):
-        """Lightning's TorchCheckpointIO with atomic local saves (`save_atomic`) and weights-only loads."""
-
-        def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None) -> None:
-            if storage_options is not None or "://" in str(path):
-                return super().save_checkpoint(checkpoint, path, storage_options=storage_options)
-            save_atomic(checkpoint, path)
-
-        def load_checkpoint(self, path: Any, map_location: Any = None, weights_only: bool | None = None) -> dict:
-            if weights_only is False:
-                raise ValueError(f"refusing to load {path} with weights_only=False: armkit checkpoints hold no code")
-            return super().load_checkpoint(path, map_location=map_location, weights_only=True)
-
-    SafeCheckpointIO.__qualname__ = "SafeCheckpointIO"
-    return SafeCheckpointIO
-
-
-def __getattr__(name: str) -> Any:
-    if name == "SafeCheckpointIO":  # defined on first use: Lightning is imported only then
-        globals()[name] = cls = _safe_checkpoint_io()
-        return cls
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    def load_checkpoint(self, path: Any, map_location: Any = None, weights_only: bool | None = None) -> dict:
+        if weights_only is False:
+            raise ValueError(f"refusing to load {path} with weights_only=False: armkit checkpoints hold no code")
+        return super().load_checkpoint(path, map_location=map_location, weights_only=True)
