@@ -206,7 +206,8 @@ def decode_codes(raw: dict[str, Any], limits: CodeLimits | None = None) -> dict[
     edit = None
     if "src" in raw:
         source, source_grid = _codes(raw["src"], info.get("source_grid"), "the edit source", limits)
-        edit = {"source": source, "source_grid": source_grid, "instruction": _text(info, "instruction")}
+        edit = {"source": source, "source_grid": source_grid, "instruction": _text(info, "instruction"),
+                "source_key": _text(info, "source_key")}
     return {"codes": codes, "grid": grid, "caption": caption, "label": label, "key": str(raw.get("__key__", "?")),
             "edit": edit}
 

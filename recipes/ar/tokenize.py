@@ -17,9 +17,11 @@ import re
 import time
 import warnings
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
+import torch
 import webdataset as wds
 
 from armkit.recipes.ar.codes import (
@@ -88,17 +90,41 @@ def image_classes(data: Path) -> list[str] | None:
     return classes if isinstance(classes, list) and all(isinstance(c, str) for c in classes) else None
 
 
+class PixelEdit(NamedTuple):
+    """An edit made in pixel space: the target is `apply(image)`, so every edit pair has an exact real target."""
+    instruction: str
+    caption: str  # the target's caption: this prefix + the source's caption
+    apply: Callable[[torch.Tensor], torch.Tensor]
+    every: int  # one source image in `every` (by position in its shard) gets a pair
+
+
+PIXEL_EDITS = {"upside-down": PixelEdit("turn it upside down", "upside down: ", lambda x: x.flip(-2), every=4)}
+
+
 def encode_shard(shard: str, part: Path, tok: Any, *, size: int, batch_size: int, device: str, skips: Skips,
-                 classes: list[str] | None, progress: Any) -> int:
-    """Encode one image shard into the code shard `part`; returns the samples written (bad ones go to `skips`)."""
-    written, pending = 0, []
+                 classes: list[str] | None, progress: Any, pixel_edit: PixelEdit | None = None) -> tuple[int, int]:
+    """Encode one image shard into the code shard `part`; returns (samples written, of which edit pairs). Bad
+    samples go to `skips`. With `pixel_edit`, one image in `every` also gives a pair `KEY-edit` (source: its codes,
+    target: the codes of the edited pixels, caption: the edit's prefix + its caption) in the same shard."""
+    written, edits, pending, seen = 0, 0, [], 0
     with wds.TarWriter(str(part), encoder=False, mtime=0) as writer:
         def flush() -> None:
-            batch = collate(pending)
+            nonlocal edits
+            batch = collate([s for s, _ in pending])
             codes = tok.encode(batch["image"].to(device)).cpu()  # [B, N]
-            for i, s in enumerate(pending):
+            chosen = [i for i, (_, pick) in enumerate(pending) if pick]
+            if chosen:
+                edited = tok.encode(pixel_edit.apply(batch["image"][chosen]).to(device)).cpu()
+            targets = dict(zip(chosen, edited if chosen else []))
+            for i, (s, _) in enumerate(pending):
                 writer.write(code_sample(s["key"], codes[i], tok.grid, caption=s["txt"], label=s["cls"],
                                          tags=s["tags"]))
+                if i in targets:
+                    writer.write(code_sample(f"{s['key']}-edit", targets[i], tok.grid,
+                                             caption=pixel_edit.caption + s["txt"], label=s["cls"], tags=s["tags"],
+                                             edit={"source": codes[i], "source_grid": tok.grid,
+                                                   "instruction": pixel_edit.instruction, "source_key": s["key"]}))
+                    edits += 1
             progress.update(len(pending))
             pending.clear()
 
@@ -116,13 +142,14 @@ def encode_shard(shard: str, part: Path, tok: Any, *, size: int, batch_size: int
             if classes is not None and not -1 <= sample["cls"] < len(classes):
                 skips(shard, key, f'"label" {sample["cls"]} is outside the {len(classes)} classes of meta.json')
                 continue
-            pending.append(sample)
+            pending.append((sample, pixel_edit is not None and seen % pixel_edit.every == 0))
+            seen += 1
             written += 1
             if len(pending) == batch_size:
                 flush()
         if pending:
             flush()
-    return written
+    return written + edits, edits
 
 
 def tokenize(tokenizer: Path, data: Path, out: Path, *, splits: list[str], batch_size: int = 32,
@@ -163,30 +190,36 @@ def tokenize(tokenizer: Path, data: Path, out: Path, *, splits: list[str], batch
         if not shards:
             raise FileNotFoundError(f"{data} has no {split}-*.tar shards")
         total = shard_meta_counts(data, split)
-        count, listing, skipped = 0, [], 0
+        count, listing, skipped, edit_count = 0, [], 0, 0
         with tqdm(total=total, desc=f"tokenize {split}", unit="img") as bar:
             for shard in shards:
                 target = out / Path(shard).name
                 if target.is_file():  # written whole by an earlier run (the rename is the last step)
                     known = done.get(target.name)
                     if known is None:  # written by a run that kept no record: count it, its skips are unknown
-                        known = {"count": sum(1 for _ in CodeReader([str(target)], image_size=1, meta=meta)),
+                        is_edit = [s["edit"] is not None for s in CodeReader([str(target)], image_size=1, meta=meta)]
+                        known = {"count": len(is_edit), "edits": sum(is_edit) if edits in PIXEL_EDITS else 0,
                                  "skipped": []}
                     n, skips = int(known["count"]), Skips(known["skipped"])
-                    bar.update(n)
+                    n_edits = int(known.get("edits", 0))
+                    bar.update(n - n_edits)
                 else:
                     part, skips = target.with_suffix(".tar.part"), Skips()
-                    n = encode_shard(shard, part, tok, size=size[0], batch_size=batch_size, device=device,
-                                     skips=skips, classes=classes, progress=bar)
+                    n, n_edits = encode_shard(shard, part, tok, size=size[0], batch_size=batch_size,
+                                              device=device, skips=skips, classes=classes, progress=bar,
+                                              pixel_edit=PIXEL_EDITS.get(edits or ""))
                     part.replace(target)
-                    done[target.name] = {"count": n, "skipped": skips.records}
+                    done[target.name] = {"count": n, "edits": n_edits, "skipped": skips.records}
                     state.write_text(json.dumps(record))
-                count += n
+                count += n - n_edits
+                edit_count += n_edits
                 listing.append({"name": target.name, "count": n})
                 skipped += sum(lost for *_, lost in skips.records)
                 all_skips += skips.records
         split_meta[split] = {"count": count, "skipped": skipped, "shards": listing}
-    if edits:
+        if edits in PIXEL_EDITS:
+            split_meta[split]["edits"] = edit_count
+    if edits and edits not in PIXEL_EDITS:
         for split, (name, n) in write_edit_pairs(out, splits, meta=meta).items():
             split_meta[split]["edits"] = n
             split_meta[split]["shards"].append({"name": name, "count": n})

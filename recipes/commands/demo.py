@@ -26,15 +26,23 @@ DECODER_RECIPE = Path(__file__).resolve().parents[1] / "decoder" / "demo.yaml"
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.description = __doc__.splitlines()[0]
+    parser.add_argument("--stage", choices=("tokenizer", "ar"), default="tokenizer",
+                        help="tokenizer (default): the emoji tokenizer and decoder stages; ar: the AR model on "
+                        "Fashion-MNIST (its own tokenizer, text-to-image, captions, edits, judged by an independent "
+                        "classifier; recipes/ar/fmnist_demo.py)")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (--stage ar: default 1)")
+    parser.add_argument("--results", type=Path, help="--stage ar: also copy the metrics JSON and grids here")
     parser.add_argument("--steps", type=int, help="tokenizer steps (default: the recipe's trainer.max_steps)")
     parser.add_argument("--decoder-steps", type=int, help="decoder-stage steps (default: its recipe's max_steps; "
                         "0 skips the stage and keeps the tokenizer's own decoder)")
     parser.add_argument("--decoder-config", type=Path, default=DECODER_RECIPE,
                         help=f"decoder-stage recipe (default {DECODER_RECIPE.parent.name}/{DECODER_RECIPE.name})")
-    parser.add_argument("--ar-steps", type=int, default=200, help="AR steps (default 200; 0 skips the AR stage)")
+    parser.add_argument("--ar-steps", type=int, default=None, help="AR steps (--stage ar: default the recipe's; "
+                        "--stage tokenizer: default 0, N > 0 adds the older emoji AR stage, recipes/ar/demo.yaml)")
     parser.add_argument("--config", type=Path, default=RECIPE, help=f"tokenizer recipe (default {RECIPE.name})")
-    parser.add_argument("--data", type=Path, default=Path("data/emoji"), help="emoji shard folder (made if missing)")
-    parser.add_argument("--out", type=Path, default=Path("runs/demo"), help="run folder (default runs/demo)")
+    parser.add_argument("--data", type=Path, help="shard folder, made if missing (default data/emoji; --stage ar: "
+                        "data/fmnist-ar)")
+    parser.add_argument("--out", type=Path, help="run folder (default runs/demo; --stage ar: runs/demo-ar)")
     parser.add_argument("--eval-limit", type=int, default=338, help="validation images to evaluate (default all 338)")
     parser.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     parser.add_argument("train_args", nargs="*", help="extra LightningCLI overrides after `--`, e.g. "
@@ -67,7 +75,33 @@ def grid_of(trainer) -> Path | None:
     return next((cb.last_path for cb in trainer.callbacks if isinstance(getattr(cb, "last_path", None), Path)), None)
 
 
+def run_ar_stage(args: argparse.Namespace) -> int:
+    from armkit.recipes.ar.fmnist_demo import run_fmnist_ar_demo, summary_lines
+
+    out = args.out or Path("runs/demo-ar")
+    try:
+        report = run_fmnist_ar_demo(out=out, data=args.data or Path("data/fmnist-ar"), tokenizer_steps=args.steps,
+                                    ar_steps=args.ar_steps, threads=args.threads or 1, results=args.results)
+    except FileExistsError as e:
+        print(f"armkit demo: {e}", file=sys.stderr)
+        return 2
+    print("\n== armkit demo --stage ar: done")
+    for line in summary_lines(report):
+        print(line)
+    print(f"metrics: {out / 'ar-demo-metrics.json'}; grids: {out}/t2i-train.png, t2i-heldout.png, captions.png, "
+          "edits.png")
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
+    if args.stage == "ar":
+        return run_ar_stage(args)
+    args.data, args.out = args.data or Path("data/emoji"), args.out or Path("runs/demo")
+    args.ar_steps = args.ar_steps or 0
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     started = time.time()
     if not (args.data / "meta.json").is_file():
         step(f"writing emoji shards to {args.data}")

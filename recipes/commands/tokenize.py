@@ -4,7 +4,10 @@ Each image shard becomes a code shard of the same name (recipes/ar/codes.py), wr
 and renamed when whole, so a killed run resumes where it stopped: shards already written are skipped (after checking
 they came from the same tokenizer). `--edits skin-tone` adds edit pairs: every image captioned "NAME: TONE skin tone"
 whose plain "NAME" exists becomes a pair (source NAME, instruction "make it TONE skin tone", target the variant), in
-the target's split. meta.json is written last, with the tokenizer's fingerprint. Image samples that cannot be
+the target's split. `--edits upside-down` edits in pixel space: one image in four (by position in its shard) also
+gives a pair in the same shard (source: its codes, instruction "turn it upside down", target: the codes of its
+vertically flipped pixels, captioned "upside down: " + its caption), so every pair has an exact real target.
+meta.json is written last, with the tokenizer's fingerprint. Image samples that cannot be
 used (unreadable, no caption, a label outside the classes, a key that is not a safe member name) are skipped,
 named, and counted by reason in meta.json's "skipped".
 """
@@ -15,7 +18,7 @@ import argparse
 import sys
 from pathlib import Path
 
-EDIT_RULES = ("skin-tone",)
+EDIT_RULES = ("skin-tone", "upside-down")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
