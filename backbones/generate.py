@@ -53,7 +53,10 @@ def sample(logits: torch.Tensor, sampling: Sampling, generator: torch.Generator 
     """logits [B, V] -> ids [B]."""
     if sampling.temperature <= 0:
         return logits.argmax(-1)
-    logits = filter_logits(logits.float() / sampling.temperature, top_k=sampling.top_k, top_p=sampling.top_p)
+    logits = logits.float()
+    if sampling.temperature != 1.0:  # x / 1.0 == x exactly: temperature 1 skips one pass over the V logits
+        logits = logits / sampling.temperature
+    logits = filter_logits(logits, top_k=sampling.top_k, top_p=sampling.top_p)
     return torch.multinomial(logits.softmax(-1), 1, generator=generator).squeeze(-1)
 
 

@@ -4,6 +4,8 @@ factorized FSQ head (speed, memory, loss after equal steps).
 
     python benchmarks/ar_generate.py --quick                                    # seconds: tiny sizes, CPU
     python benchmarks/ar_generate.py --preset tiny --device cpu                 # this project's CPU machine
+    python benchmarks/ar_generate.py --preset tiny --kv-presets tiny small --estimate-recompute small:1024 \
+        --device cpu --repeats 1                                                 # + the KV speed-up of a 24M trunk
     python benchmarks/ar_generate.py --preset qwen2.5-0.5b --device cuda --dtype bfloat16 --batch 8 --compile
 
 Models are random-init `ARModel`s of a transformers config (no weights needed): generation speed does not depend on
@@ -12,7 +14,10 @@ ids would be the same with or without the cache (tests/test_ar_generate.py), so 
 The summary (one run, side by side, written to --out, default benchmarks/results/ar-generate.json):
 
 - kv_speedup_1024: recomputation time / KV-cache time at 1,024 image tokens (CFG on, first head), null unless 1,024
-  is among --tokens (kv_speedup holds every measured size);
+  is among --tokens (kv_speedup holds every measured size), for the preset named by protocol.kv_speedup_preset
+  (--kv-headline); protocol.kv_speedup_1024_recompute says whether its recomputation was "measured" or
+  "estimated" (--estimate-recompute: from timed steps, see recompute_estimate); kv_speedup_by_preset holds every
+  --kv-presets entry's speed-ups, each labelled the same way, and kv_preset_sizes their parameter counts;
 - overhead_vs_hf_generate: armkit's cached decode of N image tokens (no CFG, batch --batch, the largest --tokens)
   over transformers' own `generate()` of the same model as a plain causal LM (backbones/hf_export.py: the same
   trunk, vocabulary T + S + C) sampling the same N new tokens from the same prompts (DynamicCache, its default), also
@@ -43,13 +48,17 @@ if __package__ in (None, ""):  # `python benchmarks/ar_generate.py`: make `armki
 
 from armkit.backbones import sequence as S  # noqa: E402
 from armkit.backbones.ar import ARModel  # noqa: E402
-from armkit.backbones.generate import Sampling, generate_image  # noqa: E402
+from armkit.backbones.generate import Sampling, TokenStream, _VisualSampler, generate_image  # noqa: E402
 from armkit.recipes.evaluation.provenance import git_state  # noqa: E402
 from benchmarks.common import environment, print_table  # noqa: E402
 
 PRESETS = {
     "tiny": dict(model_type="qwen2", hidden_size=128, intermediate_size=256, num_hidden_layers=4,
                  num_attention_heads=4, num_key_value_heads=2),
+    # ~24M trunk parameters (8 layers, width 512; 91.6M with the 65,536-code embedding and full head): the smallest
+    # size at which a CPU shows what the KV cache saves a real model, not the per-call overhead of `tiny`
+    "small": dict(model_type="qwen2", hidden_size=512, intermediate_size=1536, num_hidden_layers=8,
+                  num_attention_heads=8, num_key_value_heads=2),
     "qwen2.5-0.5b": dict(model_type="qwen2", hidden_size=896, intermediate_size=4864, num_hidden_layers=24,
                          num_attention_heads=14, num_key_value_heads=2, vocab_size=151936,
                          tie_word_embeddings=True, rope_theta=1000000.0),
@@ -68,13 +77,18 @@ def build(preset: str, head: str, device: torch.device, dtype: str) -> ARModel:
                    config=PRESETS[preset], dtype=dtype, seed=0).to(device).eval()
 
 
-def time_generation(model: ARModel, tokens: int, *, batch: int, cfg: bool, cache: bool,
-                    device: torch.device, compile: bool = False) -> float:
+def prompts(model: ARModel, tokens: int, batch: int, cfg: bool) -> tuple[tuple[int, int], list, list]:
     side = int(math.isqrt(tokens))
     grid = (side, side)
     v = model.vocab
     cond = [S.text_to_image_prompt(v, model.codec.encode("a photo of a cat"), grid)] * batch
     weaker = [[S.text_to_image_prompt(v, [], grid)] * batch] if cfg else []
+    return grid, cond, weaker
+
+
+def time_generation(model: ARModel, tokens: int, *, batch: int, cfg: bool, cache: bool,
+                    device: torch.device, compile: bool = False) -> float:
+    grid, cond, weaker = prompts(model, tokens, batch, cfg)
     gen = torch.Generator(device=device).manual_seed(0)
     sync(device)
     start = time.perf_counter()
@@ -85,29 +99,99 @@ def time_generation(model: ARModel, tokens: int, *, batch: int, cfg: bool, cache
     return time.perf_counter() - start
 
 
+def recompute_estimate(model: ARModel, tokens: int, *, batch: int, points: int, device: torch.device) -> dict:
+    """Seconds that recomputation (CFG on) would take for `tokens` image tokens, from `points` timed steps.
+
+    A recomputing step at sequence length L is `TokenStream.feed` with use_cache=False (the trunk over all L ids)
+    and the visual sampler, the same calls `generate_image(use_cache=False)` makes. The steps run at L = P .. P+n-1
+    (P the prompt, the first one being the prefill); `points` lengths evenly spread over them are each timed (one
+    warm-up, then the mean of two calls), the cost in between is interpolated linearly, and the n steps are summed.
+    Used where a full recomputing run would take too long (--estimate-recompute); also reported next to every
+    measured recomputation, to show how close the estimate comes."""
+    grid, cond, weaker = prompts(model, tokens, batch, True)
+    v, n = model.vocab, grid[0] * grid[1]
+    gen = torch.Generator(device=device).manual_seed(0)
+    with torch.no_grad():
+        stream = TokenStream(model, [*cond, *weaker[0]], use_cache=False, max_new_tokens=n - 1)
+        sampler = _VisualSampler(model, 2, [1.5], Sampling(1.0), gen, stream.ids.device)
+        p = stream.prompt_length
+        fill = torch.randint(0, v.codebook_size, (batch, n - 1), generator=gen, device=device) + v.visual_start
+        stream.ids[:, p:] = fill.repeat(2, 1)
+        lengths = sorted({round(p + k * (n - 1) / (points - 1)) for k in range(points)})
+
+        def step(length: int) -> None:
+            stream.length = length - 1
+            stream.feed(stream.ids[:, length - 1].clone())
+            sampler(stream.hidden)
+
+        costs = []
+        for length in lengths:
+            step(length)
+            times = []
+            for _ in range(2):
+                sync(device)
+                start = time.perf_counter()
+                step(length)
+                sync(device)
+                times.append(time.perf_counter() - start)
+            costs.append(statistics.mean(times))
+    total = 0.0
+    for (a, ca), (b, cb) in zip(zip(lengths, costs), zip(lengths[1:], costs[1:])):  # lengths a .. b-1
+        total += sum(ca + (cb - ca) * (x - a) / (b - a) for x in range(a, b))
+    total += costs[-1]  # the last length
+    return {"seconds": total, "lengths": lengths, "step_s": costs}
+
+
+def preset_sizes(model: ARModel) -> dict:
+    return {"trunk_params": sum(p.numel() for p in model.lm.base_model.parameters()),
+            "params": sum(p.numel() for p in model.parameters())}
+
+
 def generation_rows(args: argparse.Namespace, device: torch.device) -> list[dict]:
+    """The main --preset: every head, CFG on and off, recomputation with the first head. Every other --kv-presets
+    entry: the first head only, CFG on, cached and recomputed (the KV speed-up). A (preset, tokens) pair in
+    --estimate-recompute is not recomputed in full: its time is `recompute_estimate`'s (row "timing": "estimated")."""
     rows = []
-    for head in args.heads:
-        model = build(args.preset, head, device, args.dtype)
-        time_generation(model, 16, batch=args.batch, cfg=True, cache=True, device=device)  # warm-up
-        time_generation(model, 16, batch=args.batch, cfg=True, cache=False, device=device)
-        for tokens in args.tokens:
-            for cfg, cache in ((True, True), (True, False), (False, True)):
-                if not cache and head != args.heads[0]:
-                    continue  # recomputation cost does not depend on the head
-                seconds = time_generation(model, tokens, batch=args.batch, cfg=cfg, cache=cache, device=device)
-                rows.append({"head": head, "image_tokens": tokens, "cfg": cfg, "kv_cache": cache,
-                             "seconds": seconds, "tokens_per_s": args.batch * tokens / seconds})
-                print(f"  {head} {tokens} tokens cfg={cfg} cache={cache}: {seconds:.2f} s", flush=True)
-        del model
+    presets = [args.preset, *(p for p in args.kv_presets if p != args.preset)]
+    for preset in presets:
+        for head in args.heads if preset == args.preset else args.heads[:1]:
+            model = build(preset, head, device, args.dtype)
+            args.sizes.setdefault(preset, preset_sizes(model))
+            time_generation(model, 16, batch=args.batch, cfg=True, cache=True, device=device)  # warm-up
+            time_generation(model, 16, batch=args.batch, cfg=True, cache=False, device=device)
+            for tokens in args.tokens:
+                for cfg, cache in ((True, True), (True, False), (False, True)):
+                    if not cache and head != args.heads[0]:
+                        continue  # recomputation cost does not depend on the head
+                    if not cfg and preset != args.preset:
+                        continue
+                    row = {"preset": preset, "head": head, "image_tokens": tokens, "cfg": cfg, "kv_cache": cache}
+                    if not cache and (preset, tokens) in args.estimate_recompute:
+                        estimate = recompute_estimate(model, tokens, batch=args.batch, points=args.estimate_points,
+                                                      device=device)
+                        seconds, row["timing"], row["estimate"] = estimate["seconds"], "estimated", estimate
+                    else:
+                        seconds = time_generation(model, tokens, batch=args.batch, cfg=cfg, cache=cache,
+                                                  device=device)
+                        row["timing"] = "measured"
+                        if not cache and args.estimate_points:  # the estimator beside a measurement
+                            row["estimate"] = recompute_estimate(model, tokens, batch=args.batch,
+                                                                 points=args.estimate_points, device=device)
+                    row.update(seconds=seconds, tokens_per_s=args.batch * tokens / seconds)
+                    rows.append(row)
+                    extra = (f" (estimate {row['estimate']['seconds']:.2f} s)"
+                             if "estimate" in row and row["timing"] == "measured" else "")
+                    print(f"  {preset} {head} {tokens} tokens cfg={cfg} cache={cache}: {seconds:.2f} s "
+                          f"{row['timing']}{extra}", flush=True)
+            del model
     for r in rows:
-        same = [o for o in rows if o["image_tokens"] == r["image_tokens"] and o["cfg"] and o["kv_cache"]
-                and o["head"] == args.heads[0]]
+        same = [o for o in rows if o["preset"] == r["preset"] and o["image_tokens"] == r["image_tokens"]
+                and o["cfg"] and o["kv_cache"] and o["head"] == args.heads[0]]
         if not r["kv_cache"] and same:
             r["cache_speedup"] = same[0]["seconds"] and r["seconds"] / same[0]["seconds"]
         if not r["cfg"]:
-            with_cfg = [o for o in rows if o["image_tokens"] == r["image_tokens"] and o["cfg"] and o["kv_cache"]
-                        and o["head"] == r["head"]]
+            with_cfg = [o for o in rows if o["preset"] == r["preset"] and o["image_tokens"] == r["image_tokens"]
+                        and o["cfg"] and o["kv_cache"] and o["head"] == r["head"]]
             r["cfg_cost"] = with_cfg[0]["seconds"] / r["seconds"]
     return rows
 
@@ -139,9 +223,17 @@ def summary(args: argparse.Namespace, device: torch.device, generation: list[dic
     from armkit.recipes.rl.rollout import sample_groups, visual_logprobs
 
     out: dict = {}
-    speedups = {r["image_tokens"]: r["cache_speedup"] for r in generation or [] if "cache_speedup" in r}
-    out["kv_speedup"] = {str(k): v for k, v in sorted(speedups.items())}
-    out["kv_speedup_1024"] = speedups.get(1024)
+    by_preset: dict = {}
+    for r in generation or []:
+        if "cache_speedup" in r:
+            by_preset.setdefault(r["preset"], {})[str(r["image_tokens"])] = {
+                "speedup": r["cache_speedup"], "recompute": r["timing"], "recompute_s": r["seconds"],
+                "cached_s": r["seconds"] / r["cache_speedup"],
+                **({"recompute_estimate_s": r["estimate"]["seconds"]} if "estimate" in r else {})}
+    headline = by_preset.get(args.kv_headline, {})
+    out["kv_speedup"] = {k: headline[k]["speedup"] for k in sorted(headline, key=int)}
+    out["kv_speedup_1024"] = headline["1024"]["speedup"] if "1024" in headline else None
+    out["kv_speedup_by_preset"] = by_preset
 
     model = build(args.preset, "full", device, args.dtype)
     n = max(args.tokens)
@@ -296,6 +388,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch", type=int, default=1, help="images generated at once (CFG doubles the rows)")
     parser.add_argument("--tokens", type=int, nargs="+", default=[256, 1024], help="image tokens (squares)")
     parser.add_argument("--heads", nargs="+", default=["full", "factorized"])
+    parser.add_argument("--kv-presets", nargs="+", choices=sorted(PRESETS),
+                        help="presets whose KV speed-up (cached against recomputed, CFG on, first head) the "
+                             "generation table also measures (default: --preset only); the rest of the run uses "
+                             "--preset")
+    parser.add_argument("--kv-headline", choices=sorted(PRESETS),
+                        help="the preset whose speed-ups are kv_speedup / kv_speedup_1024 (default: the last "
+                             "--kv-presets); every preset's are in kv_speedup_by_preset")
+    parser.add_argument("--estimate-recompute", nargs="*", default=[], metavar="PRESET:TOKENS",
+                        help="do not run these recomputations in full: estimate them from --estimate-points timed "
+                             "steps (labelled \"estimated\" in the JSON and the table)")
+    parser.add_argument("--estimate-points", type=int, default=9,
+                        help="timed recomputing steps per estimate; also estimates every measured recomputation, "
+                             "to check the estimator (0: no estimates)")
     parser.add_argument("--train-steps", type=int, default=60)
     parser.add_argument("--train-batch", type=int, default=8)
     parser.add_argument("--train-grid", type=int, default=16)
@@ -308,13 +413,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rollout-tokens", type=int, default=256, help="GRPO rollout: image tokens (a square)")
     parser.add_argument("--quick", action="store_true",
                         help="seconds-long smoke run: defaults of tiny preset, 16 and 64 tokens, full head, 3 train "
-                             "steps, a 2 x 2 rollout of 16 tokens (default --out "
+                             "steps, a 2 x 2 rollout of 16 tokens, no recomputation estimates (default --out "
                              "benchmarks/results/ar-generate-quick.json)")
     parser.add_argument("--out", type=Path, help="default benchmarks/results/ar-generate.json")
     if "--quick" in (sys.argv[1:] if argv is None else argv):  # smaller defaults; flags given still win
         parser.set_defaults(preset="tiny", tokens=[16, 64], heads=["full"], train_steps=3, train_grid=4,
-                            train_batch=2, rollout_prompts=2, group_size=2, rollout_tokens=16)
+                            train_batch=2, rollout_prompts=2, group_size=2, rollout_tokens=16,
+                            estimate_points=0)
     args = parser.parse_args(argv)
+    args.kv_presets = args.kv_presets or [args.preset]
+    args.kv_headline = args.kv_headline or args.kv_presets[-1]
+    try:
+        args.estimate_recompute = {(p, int(t)) for p, t in (x.split(":") for x in args.estimate_recompute)}
+    except ValueError:
+        parser.error("--estimate-recompute takes PRESET:TOKENS pairs")
+    if args.kv_headline not in {args.preset, *args.kv_presets}:
+        parser.error("--kv-headline must be --preset or one of --kv-presets")
+    if args.estimate_recompute and args.estimate_points < 2:
+        parser.error("--estimate-recompute needs --estimate-points >= 2")
+    args.sizes = {}
     if args.out is None:
         args.out = Path("benchmarks/results") / ("ar-generate-quick.json" if args.quick else "ar-generate.json")
     device = torch.device(args.device)
@@ -322,25 +439,32 @@ def main(argv: list[str] | None = None) -> int:
     result = {"environment": environment(device), "command": command, "preset": PRESETS[args.preset],
               "codebook": {"levels": LEVELS, "size": math.prod(LEVELS)}, "dtype": args.dtype,
               "protocol": {"git": git_state(), "command": command, "device": str(device), "dtype": args.dtype,
-                           "preset": args.preset, "batch": args.batch, "tokens": args.tokens,
+                           "preset": args.preset, "kv_presets": args.kv_presets,
+                           "kv_speedup_preset": args.kv_headline,
+                           "estimate_recompute": sorted(f"{p}:{t}" for p, t in args.estimate_recompute),
+                           "batch": args.batch, "tokens": args.tokens,
                            "repeats": args.repeats, "quick": args.quick, "compile": args.compile,
                            "timing": "one warm-up call, then the fastest of --repeats (summary); one call per row "
                                      "after a 16-token warm-up (generation table)"}}
     with torch.inference_mode(False):
         if "generation" not in args.skip:
             result["generation"] = rows = generation_rows(args, device)
-            print_table(f"Generation ({args.preset}, {args.dtype}, batch {args.batch}, {device})", rows, [
-                ("head", "head", "{}"), ("image_tokens", "image tokens", "{}"), ("cfg", "CFG", "{}"),
-                ("kv_cache", "KV cache", "{}"), ("seconds", "seconds", "{:.2f}"),
-                ("tokens_per_s", "image tokens/s", "{:.1f}")])
+            print_table(f"Generation ({args.dtype}, batch {args.batch}, {device})", rows, [
+                ("preset", "preset", "{}"), ("head", "head", "{}"), ("image_tokens", "image tokens", "{}"),
+                ("cfg", "CFG", "{}"), ("kv_cache", "KV cache", "{}"), ("seconds", "seconds", "{:.2f}"),
+                ("timing", "timing", "{}"), ("tokens_per_s", "image tokens/s", "{:.1f}")])
             for r in rows:
                 if "cache_speedup" in r:
-                    print(f"KV cache speed-up at {r['image_tokens']} tokens (CFG on): {r['cache_speedup']:.1f}x")
+                    print(f"KV cache speed-up, {r['preset']}, {r['image_tokens']} tokens (CFG on): "
+                          f"{r['cache_speedup']:.1f}x ({r['timing']})")
                 if "cfg_cost" in r:
                     print(f"CFG cost at {r['image_tokens']} tokens, {r['head']} head: {r['cfg_cost']:.2f}x the time")
         if "summary" not in args.skip:
             result.update(summary(args, device, result.get("generation")))
-            print(f"\nKV speed-up at 1,024 tokens: {result['kv_speedup_1024']}; armkit cached decode / "
+            head_1024 = result["kv_speedup_by_preset"].get(args.kv_headline, {}).get("1024", {})
+            result["protocol"]["kv_speedup_1024_recompute"] = head_1024.get("recompute")
+            print(f"\nKV speed-up at 1,024 tokens ({args.kv_headline}, {head_1024.get('recompute')}): "
+                  f"{result['kv_speedup_1024']}; armkit cached decode / "
                   f"transformers generate(): {result['overhead_vs_hf_generate']:.2f}x; images/s "
                   f"{result['images_per_s']}; GRPO rollout {result['grpo_rollout_images_per_s']:.2f} images/s")
         if "heads" not in args.skip:
@@ -353,6 +477,7 @@ def main(argv: list[str] | None = None) -> int:
                                ("visual_logits_per_token", "logits / token", "{:,}"),
                                ("peak_mem_mib", "peak MiB", "{}"), ("loss_first", "loss, first 5", "{:.3f}"),
                                ("loss_last", "loss, last 10", "{:.3f}")])
+    result["kv_preset_sizes"] = {p: {**PRESETS[p], **args.sizes[p]} for p in args.sizes}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1) + "\n")
     print(f"\nwrote {args.out}")
