@@ -30,6 +30,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                                           "its last step), 'recipe' (the recipe's cosine_steps) or a number of steps")
     parser.add_argument("--limit", type=int, help="eval samples per run (default: the config's eval.protocol.limit)")
     parser.add_argument("--steps", type=int, help="decoder sampler steps in eval (default: the config's)")
+    parser.add_argument("--ar-probe-steps", type=int, help="AR-friendliness probe steps per run (0: off; default: "
+                                                            "the config's eval.ar_probe.steps)")
     parser.add_argument("--dry-run", action="store_true", help="print each run's `armkit train` arguments and stop")
 
 
@@ -40,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         cfg = load_config(args.config, seeds=args.seeds, variants=args.variants, max_steps=args.max_steps,
                           minutes=args.minutes, limit=args.limit, steps=args.steps, data=args.data,
-                          cosine=args.cosine)
+                          cosine=args.cosine, ar_probe_steps=args.ar_probe_steps)
     except (AblationError, ProtocolError) as e:
         print(f"armkit ablate: {e}", file=sys.stderr)
         return 2

@@ -22,6 +22,10 @@ from armkit.recipes.training.schedule import cosine_for
 
 RECIPE = Path(__file__).resolve().parents[1] / "tokenizer" / "demo.yaml"
 DECODER_RECIPE = Path(__file__).resolve().parents[1] / "decoder" / "demo.yaml"
+# torch threads when --threads is not given: matmul and conv reductions sum in an order that depends on the thread
+# count, so the weights (and PSNR, zero-shot) reproduce only at a fixed count (docs/demo.md, "Reproducibility");
+# one thread was also the faster on the busy 2-core machine
+THREADS = 1
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -29,8 +33,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--stage", choices=("tokenizer", "ar"), default="tokenizer",
                         help="tokenizer (default): the emoji tokenizer and decoder stages; ar: the AR model on "
                         "Fashion-MNIST (its own tokenizer, text-to-image, captions, edits, judged by an independent "
-                        "classifier; recipes/ar/fmnist_demo.py)")
-    parser.add_argument("--threads", type=int, default=None, help="torch threads (--stage ar: default 1)")
+                        "classifier; recipes/commands/demo_fmnist_ar.py)")
+    parser.add_argument("--threads", type=int, default=None, help=f"torch threads (default {THREADS}, both stages): "
+                        "float sums depend on it, so a run reproduces the weights of another run at the same count "
+                        "only; recorded in metrics.json as protocol.demo.threads")
     parser.add_argument("--results", type=Path, help="--stage ar: also copy the metrics JSON and grids here")
     parser.add_argument("--steps", type=int, help="tokenizer steps (default: the recipe's trainer.max_steps)")
     parser.add_argument("--decoder-steps", type=int, help="decoder-stage steps (default: its recipe's max_steps; "
@@ -76,7 +82,7 @@ def grid_of(trainer) -> Path | None:
 
 
 def run_ar_stage(args: argparse.Namespace) -> int:
-    from armkit.recipes.ar.fmnist_demo import run_fmnist_ar_demo, summary_lines
+    from armkit.recipes.commands.demo_fmnist_ar import run_fmnist_ar_demo, summary_lines
 
     out = args.out or Path("runs/demo-ar")
     try:
@@ -98,10 +104,10 @@ def run(args: argparse.Namespace) -> int:
         return run_ar_stage(args)
     args.data, args.out = args.data or Path("data/emoji"), args.out or Path("runs/demo")
     args.ar_steps = args.ar_steps or 0
-    if args.threads:
-        import torch
+    import torch
 
-        torch.set_num_threads(args.threads)
+    args.threads = args.threads or THREADS
+    torch.set_num_threads(args.threads)  # pinned: the reductions' float order, and so the weights, depend on it
     started = time.time()
     if not (args.data / "meta.json").is_file():
         step(f"writing emoji shards to {args.data}")
@@ -149,6 +155,12 @@ def run(args: argparse.Namespace) -> int:
     if armkit(["eval", "--tokenizer", str(ckpt), "--data", str(args.data), "--limit", str(args.eval_limit),
                "--out", str(metrics)]) != 0:
         return 1
+    report = json.loads(metrics.read_text())
+    if isinstance(report.get("protocol"), dict):  # what the weights depend on beyond the recipes and the data
+        report["protocol"]["demo"] = {"threads": args.threads, "tokenizer_steps": stages[0][2].global_step,
+                                      "decoder_steps": stages[1][2].global_step if len(stages) > 1 else 0,
+                                      "config": str(args.config), "decoder_config": str(args.decoder_config)}
+        metrics.write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
     step("exporting")
     export = args.out / "export"
     if armkit(["export", "--ckpt", str(ckpt), "--out", str(export), "--metrics", str(metrics)]) != 0:

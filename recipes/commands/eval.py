@@ -10,6 +10,12 @@ token. metrics.json holds each metric's definition and the protocol (data files 
 sampler, templates, versions, git commit). Settings come from --protocol (YAML: split, limit, batch_size, seed,
 sampler, steps, guidance, templates, lpips_net, probe_split, probe_limit, probe_steps, probe_l2),
 then from the flags given. Never imports lightning; never downloads anything.
+
+    armkit eval --tokenizer exported/ --data data/fmnist-ar --limit 500 --ar-probe-steps 300 --out metrics.json
+
+--ar-probe-steps N (0 or absent: off) adds AR-friendliness (recipes/evaluation/ar_probe.py): a fixed small AR model
+trained N steps on the train split's codes; its held-out NLL per image in bits (ar_probe_nll_bits, lower is
+friendlier) and, on Fashion-MNIST, the independent judge's accuracy on its samples (ar_probe_class_accuracy).
 """
 
 from __future__ import annotations
@@ -50,6 +56,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--lpips-weights", type=Path, help="local torchvision backbone checkpoint for LPIPS")
     parser.add_argument("--lpips-net", help=f"LPIPS backbone: alex | vgg | squeeze (default {DEFAULTS.lpips_net})")
     parser.add_argument("--fid-weights", type=Path, help="local torch-fidelity Inception weights for rFID")
+    parser.add_argument("--ar-probe-steps", type=int, help="train the AR-friendliness probe for N steps (0 or absent: "
+                                                            "off; 300 is the documented setting)")
+    parser.add_argument("--ar-probe-seed", type=int, help="the probe's init and batch seed (default: --seed's)")
+    parser.add_argument("--ar-probe-train-limit", type=int, help="train-split samples the probe learns from "
+                                                                 "(default 2000)")
+    parser.add_argument("--ar-probe-val-limit", type=int, help="held-out samples it is scored on (default 500)")
     parser.add_argument("--device", default="cpu", help="torch device (default cpu)")
     parser.add_argument("--allow-path", action="append", type=Path, metavar="DIR",
                         help="a folder outside the checkpoint's or export's own whose files its config may name (a "
@@ -65,6 +77,18 @@ def protocol_from(args: argparse.Namespace) -> Protocol:
     return base.replace(split=args.split, limit=args.limit, batch_size=args.batch_size, seed=args.seed,
                         sampler=args.sampler, steps=args.steps, guidance=args.guidance,
                         templates=tuple(args.templates) if args.templates else None, lpips_net=args.lpips_net)
+
+
+def ar_probe_from(args: argparse.Namespace, protocol: Protocol):
+    """The AR probe's settings, or None when --ar-probe-steps is 0 or absent."""
+    if not getattr(args, "ar_probe_steps", None):
+        return None
+    from armkit.recipes.evaluation.ar_probe import ARProbe
+
+    given = {"steps": args.ar_probe_steps, "train_limit": args.ar_probe_train_limit,
+             "val_limit": args.ar_probe_val_limit,
+             "seed": protocol.seed if args.ar_probe_seed is None else args.ar_probe_seed}
+    return ARProbe.from_mapping({k: v for k, v in given.items() if v is not None})
 
 
 def command_line(args: argparse.Namespace) -> str:
@@ -93,15 +117,19 @@ def run(args: argparse.Namespace) -> int:
     try:
         protocol = protocol_from(args)
         loaded = load_for_eval(args.tokenizer, paths=args.allow_path or ())
+        ar_probe = ar_probe_from(args, protocol)
         report = evaluate(loaded, args.data, protocol, classes=args.classes, lpips_weights=args.lpips_weights,
-                          fid_weights=args.fid_weights, device=args.device, command=command_line(args))
+                          fid_weights=args.fid_weights, device=args.device, command=command_line(args),
+                          ar_probe=ar_probe)
     except (ProtocolError, ExportError, ConfigError, FileNotFoundError, ValueError) as e:
         print(f"armkit eval: {e}", file=sys.stderr)
         return 2
     out = save_report(report, args.out)
     count = report["protocol"]["data"]["count"]
     print(f"evaluated {count} images of {args.data} in {report['timing']['seconds']:.1f} s -> {out}")
-    for key in SHOWN:
+    from armkit.recipes.evaluation.ar_probe import KEYS as AR_KEYS
+
+    for key in SHOWN + (AR_KEYS if "ar_probe" in report["protocol"] else ()):
         value = report["metrics"].get(key)
         note = f"  (skipped: {report['skipped'][key]})" if key in report["skipped"] else ""
         print(f"  {key:28s} {format_value(value)}{note}")

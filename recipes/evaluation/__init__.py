@@ -7,6 +7,7 @@
     zeroshot.py        the text classifier from class names and templates; zero-shot scores; class names
     probe.py           the linear probe on pooled Z: fit on the train split, score on eval (no loss head)
     reconstruction.py  PSNR, SSIM, LPIPS, rFID through torchmetrics (LPIPS / rFID from local weights only)
+    ar_probe.py        AR-friendliness: a fixed small AR probe on the codes, held-out NLL bits, judged samples
     evaluate.py        one pass over the shards -> metrics.json
     ablation.py        the ablation config and its runs (train, evaluate, skip finished ones)
     stats.py           mean / sample std, paired differences with 95% t intervals, verdicts

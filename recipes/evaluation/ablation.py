@@ -12,7 +12,8 @@ The config is plain YAML (not LightningCLI); see recipes/tokenizer/ablation.yaml
                                             # variant with every loss at the recipe's weights, else the first)
     seeds: [0, 1, 2]                        # seed_everything, model.seed and data.seed of each run
     train: {max_steps: 300, minutes: null, cosine: end, args: [...]}   # budget per run; extra `armkit train` args
-    eval: {data: null, classes: null, device: cpu, protocol: {limit: 256, steps: 10, ...}}
+    eval: {data: null, classes: null, device: cpu, protocol: {limit: 256, steps: 10, ...},
+           ar_probe: {steps: 300}}           # optional: AR-friendliness per run (ar_probe.py; seed: the run's)
     keep_checkpoints: false                 # false: keep only each run's final checkpoint
 
 Each run lives in OUT/<variant>/seed<k>/: the LightningCLI run (default_root_dir), final/last.ckpt (saved once, when
@@ -71,6 +72,15 @@ class AblationConfig:
     device: str = "cpu"
     protocol: Protocol = field(default_factory=Protocol)
     keep_checkpoints: bool = False
+    ar_probe: dict[str, Any] | None = None  # eval.ar_probe: ARProbe fields; None (or steps 0): off
+
+    def probe(self, seed: int) -> Any:
+        """The AR probe of the run with this seed (its seed unless eval.ar_probe.seed is set), or None."""
+        if not self.ar_probe or not self.ar_probe.get("steps"):
+            return None
+        from armkit.recipes.evaluation.ar_probe import ARProbe
+
+        return ARProbe.from_mapping({"seed": seed, **self.ar_probe}, where=f"{self.path}: eval.ar_probe")
 
     def kinds(self, variant: str) -> list[str]:
         return sorted(self.loss_kinds[name] for name in self.variants[variant])
@@ -140,7 +150,7 @@ def recipe_losses(base: Path) -> tuple[dict[str, str], dict[str, Any]]:
 def load_config(path: str | Path, *, seeds: list[int] | None = None, variants: list[str] | None = None,
                 max_steps: int | None = None, minutes: float | None = None, limit: int | None = None,
                 steps: int | None = None, data: str | Path | None = None,
-                cosine: str | int | None = None) -> AblationConfig:
+                cosine: str | int | None = None, ar_probe_steps: int | None = None) -> AblationConfig:
     """Parse and check the ablation YAML; the keyword arguments (command-line flags) win over it. `data`: one shard
     folder for training, validation and evaluation (`armkit ablate --data`)."""
     path = Path(path)
@@ -181,7 +191,7 @@ def load_config(path: str | Path, *, seeds: list[int] | None = None, variants: l
     evaluation = raw.get("eval") or {}
     for key, block, known in (("train", train, {"max_steps", "minutes", "cosine", "args"}),
                               ("data", given_data, {"train", "val"}),
-                              ("eval", evaluation, {"data", "classes", "device", "protocol"})):
+                              ("eval", evaluation, {"data", "classes", "device", "protocol", "ar_probe"})):
         extra = sorted(set(block) - known) if isinstance(block, dict) else ["(not a mapping)"]
         if extra:
             raise AblationError(f"{path}: unknown key(s) {extra} in '{key}'; known: {sorted(known)}")
@@ -200,13 +210,24 @@ def load_config(path: str | Path, *, seeds: list[int] | None = None, variants: l
         raise AblationError(f"{path}: no eval data: set eval.data (or data.val)")
     protocol = Protocol.from_mapping(evaluation.get("protocol"), where=f"{path}: eval.protocol")
     protocol = protocol.replace(limit=limit, steps=steps)
-    return AblationConfig(path=path, base=base, loss_kinds=loss_kinds, variants=chosen, seeds=seeds, data=data,
-                          weights={v: weights[v] for v in chosen}, reference=str(reference),
-                          max_steps=max_steps, minutes=minutes, cosine_steps=cosine_steps,
-                          train_args=[str(a) for a in train.get("args") or []],
-                          eval_data=str(eval_data), classes=evaluation.get("classes"),
-                          device=str(evaluation.get("device") or "cpu"), protocol=protocol,
-                          keep_checkpoints=bool(raw.get("keep_checkpoints", False)))
+    ar_probe = evaluation.get("ar_probe") or {}
+    if not isinstance(ar_probe, dict):
+        raise AblationError(f"{path}: eval.ar_probe must be a mapping, e.g. {{steps: 300}}; got {ar_probe!r}")
+    ar_probe = dict(ar_probe)
+    if ar_probe_steps is not None:
+        ar_probe["steps"] = ar_probe_steps
+    cfg = AblationConfig(path=path, base=base, loss_kinds=loss_kinds, variants=chosen, seeds=seeds, data=data,
+                         weights={v: weights[v] for v in chosen}, reference=str(reference),
+                         max_steps=max_steps, minutes=minutes, cosine_steps=cosine_steps,
+                         train_args=[str(a) for a in train.get("args") or []],
+                         eval_data=str(eval_data), classes=evaluation.get("classes"),
+                         device=str(evaluation.get("device") or "cpu"), protocol=protocol,
+                         keep_checkpoints=bool(raw.get("keep_checkpoints", False)), ar_probe=ar_probe or None)
+    try:
+        cfg.probe(0)  # a bad eval.ar_probe is an error now, not after the first run's training
+    except (TypeError, ValueError) as e:
+        raise AblationError(str(e)) from None
+    return cfg
 
 
 def resolve_cosine(path: Path, base: Path, cosine: str | int, max_steps: int | None) -> int | None:
@@ -265,9 +286,12 @@ def train_argv(cfg: AblationConfig, variant: str, seed: int) -> list[str]:
 
 def settings(cfg: AblationConfig, variant: str, seed: int) -> dict[str, Any]:
     """Everything a run's result depends on, as recorded in run.json and compared on a rerun."""
-    return {"train_argv": train_argv(cfg, variant, seed), "losses": cfg.variants[variant],
-            "eval": {"data": cfg.eval_data, "classes": cfg.classes, "device": cfg.device,
-                     "protocol": cfg.protocol.as_dict()}}
+    evaluation = {"data": cfg.eval_data, "classes": cfg.classes, "device": cfg.device,
+                  "protocol": cfg.protocol.as_dict()}
+    probe = cfg.probe(seed)
+    if probe is not None:  # only then: runs evaluated before the probe existed keep matching
+        evaluation["ar_probe"] = probe.as_dict()
+    return {"train_argv": train_argv(cfg, variant, seed), "losses": cfg.variants[variant], "eval": evaluation}
 
 
 def run_dir(out: Path, variant: str, seed: int) -> Path:
@@ -315,7 +339,8 @@ def evaluate_run(cfg: AblationConfig, root: Path, info: dict[str, Any]) -> dict[
 
     loaded = load_for_eval(root / "final" / "last.ckpt")
     report = evaluate(loaded, cfg.eval_data, cfg.protocol, classes=cfg.classes, device=cfg.device,
-                      command=f"armkit ablate --config {cfg.path} (run {info['variant']} seed {info['seed']})")
+                      command=f"armkit ablate --config {cfg.path} (run {info['variant']} seed {info['seed']})",
+                      ar_probe=cfg.probe(int(info["seed"])))
     report["run"] = {k: info[k] for k in ("variant", "seed", "train_seconds", "resumed")}
     report["run"].update(losses=cfg.variants[info["variant"]], kinds=cfg.kinds(info["variant"]),
                          weights=cfg.weights.get(info["variant"], {}),

@@ -244,8 +244,10 @@ METRIC_KEYS = ("psnr", "ssim", "lpips", "rfid", "zeroshot_top1", "zeroshot_top1_
 @torch.no_grad()
 def evaluate(loaded: Loaded, data: str | Path, protocol: Protocol, *, classes: list[str] | None = None,
              lpips_weights: str | Path | None = None, fid_weights: str | Path | None = None,
-             device: str = "cpu", command: str | None = None) -> dict[str, Any]:
-    """Evaluate `loaded` on the shards `data` (a folder's `{protocol.split}-*.tar`, a .tar, a glob or a pattern)."""
+             device: str = "cpu", command: str | None = None, ar_probe: Any = None) -> dict[str, Any]:
+    """Evaluate `loaded` on the shards `data` (a folder's `{protocol.split}-*.tar`, a .tar, a glob or a pattern).
+    ar_probe: an `ar_probe.ARProbe` with steps > 0 adds the AR-friendliness metrics (ar_probe.py), trained on the
+    folder's train split and scored on its held-out split."""
     started = time.time()
     torch.manual_seed(protocol.seed)
     tok = loaded.tokenizer.to(device).eval()
@@ -287,6 +289,16 @@ def evaluate(loaded: Loaded, data: str | Path, protocol: Protocol, *, classes: l
     part_metrics, part_skipped = caption_scores(loaded, heads, acc)
     metrics.update(part_metrics)
     skipped.update(part_skipped)
+    definitions, probe_record = dict(DEFINITIONS), None
+    if ar_probe is not None and ar_probe.steps > 0:
+        from armkit.recipes.evaluation.ar_probe import DEFINITIONS as AR_DEFINITIONS
+        from armkit.recipes.evaluation.ar_probe import ar_friendliness
+
+        result = ar_friendliness(tok, data, classes=names, device=device, probe=ar_probe)
+        metrics.update(result["metrics"])
+        skipped.update(result["skipped"])
+        definitions.update(AR_DEFINITIONS)
+        probe_record = result["protocol"]
 
     shards = reader.shards
     sig, cap = heads.sig, heads.cap
@@ -294,7 +306,7 @@ def evaluate(loaded: Loaded, data: str | Path, protocol: Protocol, *, classes: l
         "format": FORMAT, "format_version": FORMAT_VERSION,
         "metrics": metrics,
         "skipped": skipped,
-        "definitions": dict(DEFINITIONS),
+        "definitions": definitions,
         "protocol": {
             **protocol.as_dict(),
             "data": {"path": str(Path(str(data)).expanduser().resolve()), "split": protocol.split,
@@ -307,6 +319,7 @@ def evaluate(loaded: Loaded, data: str | Path, protocol: Protocol, *, classes: l
                                     f"of {protocol.batch_size}"},
             "zeroshot": zeroshot,
             "probe": records[2],
+            **({"ar_probe": probe_record} if probe_record is not None else {}),
             "heads": {"sigmoid": heads.sig_name, "sigmoid_text_key": getattr(sig, "text_key", None),
                       "sigmoid_trained": heads.sig_trained, "sigmoid_image_head": getattr(sig, "image_head", None),
                       "caption": heads.cap_name, "caption_text_key": getattr(cap, "text_key", None),

@@ -17,6 +17,9 @@ PANELS = [("probe_top1_balanced", "linear probe per-class top-1 %"),
           ("psnr", "PSNR dB"), ("codebook_usage", "codebook usage %"), ("caption_nll", "caption NLL (nats/token)")]
 DIFF_PANELS = [("probe_top1_balanced", "Δ probe per-class top-1 (points)"), ("psnr", "Δ PSNR dB"),
                ("codebook_usage", "Δ codebook usage (points)")]
+AR_PANELS = [("ar_probe_nll_bits", "AR probe NLL bits/image (lower is better)"),
+             ("ar_probe_class_accuracy", "AR probe samples judged right %")]  # replace the last panels when present
+AR_DIFF = ("ar_probe_nll_bits", "Δ AR probe NLL bits/image (below 0: variant better)")  # replaces Δ usage
 PAPER_KEYS = {"zeroshot_top1_balanced": "zeroshot_top1", "teacher_zeroshot_top1_balanced": "zeroshot_top1",
               "probe_top1_balanced": "zeroshot_top1"}  # the paper's zero-shot, the nearest of ours
 
@@ -36,7 +39,9 @@ def plot_summary(summary: dict[str, dict[str, Any]], paper: dict[str, dict[str, 
     import matplotlib.pyplot as plt
 
     variants = list(summary)
-    panels = [p for p in PANELS if any(p[0] in s["metrics"] for s in summary.values())][:6]
+    ar = [p for p in AR_PANELS if any(p[0] in s["metrics"] for s in summary.values())]
+    panels = [p for p in PANELS if any(p[0] in s["metrics"] for s in summary.values())][:6 - len(ar)] + ar
+    diff_panels = DIFF_PANELS[:2] + [AR_DIFF] if ar and ar[0] == AR_PANELS[0] else DIFF_PANELS
     fig, axes = plt.subplots(3, 3, figsize=(14, 11), constrained_layout=True)
     xs = list(range(len(variants)))
     for ax, (metric, title) in zip(axes.flat[:6], panels):
@@ -64,7 +69,7 @@ def plot_summary(summary: dict[str, dict[str, Any]], paper: dict[str, dict[str, 
     for ax in axes.flat[len(panels):6]:
         ax.axis("off")
     others = [v for v in variants if v in pairs]
-    for ax, (metric, title) in zip(axes.flat[6:], DIFF_PANELS):
+    for ax, (metric, title) in zip(axes.flat[6:], diff_panels):
         diffs = [pairs[v].get(metric) for v in others]
         shown = [(i, d) for i, d in enumerate(diffs) if d is not None]
         if shown:

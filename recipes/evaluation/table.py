@@ -41,10 +41,17 @@ COLUMNS = [  # (metric, label, decimals)
     ("ssim", "SSIM", 3), ("lpips", "LPIPS", 3), ("codebook_usage", "usage %", 1),
     ("code_perplexity_normalised", "ppl / size", 3), ("caption_nll", "caption NLL", 3),
     ("feature_cosine", "cos(Z, F)", 3),
+    ("ar_probe_nll_bits", "AR probe NLL bits/image (lower better)", 1),
+    ("ar_probe_class_accuracy", "AR probe samples judged right %", 1),
 ]
 SEMANTIC = ("teacher_zeroshot_top1_balanced", "probe_top1_balanced")  # our stand-ins for the paper's zero-shot
 PAIRED = ("probe_top1_balanced", "teacher_zeroshot_top1_balanced", "psnr", "codebook_usage", "caption_nll",
-          "feature_cosine")
+          "feature_cosine", "ar_probe_nll_bits", "ar_probe_class_accuracy")
+# which way is better, for the paired differences' "better" (variant, reference or not established); metrics not
+# listed (codebook usage) have no direction
+LOWER_IS_BETTER = {"caption_nll", "lpips", "ar_probe_nll_bits", "ar_probe_nll_bits_per_token"}
+HIGHER_IS_BETTER = {"probe_top1_balanced", "teacher_zeroshot_top1_balanced", "zeroshot_top1_balanced", "psnr",
+                    "ssim", "feature_cosine", "ar_probe_class_accuracy"}
 # the paper's claims: (its metric, ours; None = the first of SEMANTIC that every compared run has)
 CLAIM_METRICS = (("zeroshot_top1", None), ("psnr", "psnr"), ("codebook_usage", "codebook_usage"))
 
@@ -99,8 +106,20 @@ def paired_against(summary: dict[str, dict[str, Any]], reference: str | None) ->
             continue
         diffs = {m: paired(s["metrics"][m]["by_seed"], ref[m]["by_seed"]) for m in PAIRED
                  if m in s["metrics"] and m in ref}
-        out[variant] = {m: d for m, d in diffs.items() if d is not None}
+        out[variant] = {m: {**d, **better(m, d)} for m, d in diffs.items() if d is not None}
     return out
+
+
+def better(metric: str, diff: dict[str, Any]) -> dict[str, Any]:
+    """{"direction": "lower"/"higher", "better": "variant" / "reference" / "not established"} for a metric with a
+    direction (variant minus reference: a lower-is-better metric favours the variant when the interval is below 0)."""
+    if metric not in LOWER_IS_BETTER | HIGHER_IS_BETTER:
+        return {}
+    lower = metric in LOWER_IS_BETTER
+    ci = diff.get("ci95")
+    if ci is None or ci[0] <= 0 <= ci[1]:
+        return {"direction": "lower" if lower else "higher", "better": "not established"}
+    return {"direction": "lower" if lower else "higher", "better": "variant" if (ci[1] < 0) == lower else "reference"}
 
 
 def semantic_metric(summary: dict[str, dict[str, Any]], variants: list[str]) -> str | None:
@@ -153,6 +172,22 @@ def interval(diff: dict[str, Any] | None, digits: int) -> str:
     return text
 
 
+def ar_probe_note(probe: dict[str, Any] | None) -> list[str]:
+    """The AR probe's setting, a paragraph of the header (nothing when it did not run)."""
+    if not probe:
+        return []
+    return [f"AR probe (ar_probe.py): a random-init Qwen2 of width {probe['width']}, {probe['layers']} layers, "
+            f"trained {probe['steps']} steps (batch {probe['batch_size']}; seed: each run's protocol.ar_probe.seed) on "
+            f"the codes of {probe['train_count']} `{probe['train_split']}` images, NLL of {probe['val_count']} "
+            f"`{probe['val_split']}` images in bits per image (uniform over the codebook: "
+            f"{probe['uniform_bits_per_image']:.0f}); it ranks tokenizers by how fast a small AR model learns their "
+            "codes, not by gFID.", ""]
+
+
+def mark(diff: dict[str, Any] | None) -> str:
+    return {"variant": " ▲", "reference": " ▼"}.get((diff or {}).get("better"), "")
+
+
 def render_markdown(cfg: AblationConfig, summary: dict[str, dict[str, Any]], paper: dict[str, dict[str, float]],
                     reports: list[dict[str, Any]], pairs: dict[str, dict[str, Any]],
                     verdicts: list[dict[str, Any]]) -> str:
@@ -181,6 +216,7 @@ def render_markdown(cfg: AblationConfig, summary: dict[str, dict[str, Any]], pap
         f"iterations, L2 {probe.get('l2', '?')}. Codebook usage counts {tokens} tokens against {codes} codes "
         f"(ImageNet val at the paper's setting, paper.yaml: 50,000 images x {PAPER_TOKENS_PER_IMAGE:,} tokens "
         f"against {PAPER_CODEBOOK:,} codes), so it is bounded by their ratio. Definitions: any run's metrics.json.", "",
+        *ar_probe_note(protocol.get("ar_probe")),
         "| variant | losses | " + " | ".join(lab for _, lab, _ in shown)
         + " | steps | train min | paper zero-shot | paper PSNR | paper usage | paper ppl |",
         "|---|---|" + "---|" * len(shown) + "---|---|---|---|---|---|",
@@ -196,11 +232,13 @@ def render_markdown(cfg: AblationConfig, summary: dict[str, dict[str, Any]], pap
     metrics = [m for m in PAIRED if any(m in d for d in pairs.values())]
     lines += ["", f"## Paired differences against `{cfg.reference}`", "",
               "Variant minus reference, seed by seed: mean [95% t interval]; an interval that excludes 0 is an "
-              "effect these seeds resolve.", ""]
+              "effect these seeds resolve (marked ▲ where the variant is better, ▼ where it is worse; for NLL and "
+              "LPIPS lower is better).", ""]
     if metrics:
         lines += ["| variant | " + " | ".join(label(m) for m in metrics) + " |", "|---|" + "---|" * len(metrics)]
         for variant, diffs in pairs.items():
-            lines.append(f"| {variant} | " + " | ".join(interval(diffs.get(m), decimals(m)) for m in metrics) + " |")
+            lines.append(f"| {variant} | " + " | ".join(interval(diffs.get(m), decimals(m)) + mark(diffs.get(m))
+                                                      for m in metrics) + " |")
     else:
         lines.append("(no other variant shares seeds with the reference yet)")
     lines += ["", "## The paper's claims", "",
@@ -236,7 +274,7 @@ def write_outputs(out: Path, cfg: AblationConfig, reports: list[dict[str, Any]])
         "config": {"path": str(cfg.path), "base": str(cfg.base), "data": cfg.data, "eval_data": cfg.eval_data,
                    "variants": cfg.variants, "weights": cfg.weights, "reference": cfg.reference, "seeds": cfg.seeds,
                    "max_steps": cfg.max_steps, "minutes": cfg.minutes, "train_args": cfg.train_args,
-                   "protocol": cfg.protocol.as_dict()},
+                   "protocol": cfg.protocol.as_dict(), "ar_probe": cfg.ar_probe},
         "std": "sample standard deviation over seeds (n - 1); 0 with one seed",
         "ci95": "mean +- t_{0.975, n-1} * std / sqrt(n) (Student's t); paired differences pair runs by seed",
         "variants": summary, "reference": cfg.reference, "paired": pairs, "paper": paper, "claims": verdicts,

@@ -8,8 +8,9 @@ every step: computing it per step only costs time. The first run writes, per spl
 
 and every run whose teacher has the same fingerprint reads it: each batch gets `batch["features"]` by sample key,
 and `Tokenizer.forward` skips the encoder. The fingerprint is the sha256 of the encoder's spec (class path and
-init args), every tensor of its state_dict, and the size the images are read at; a different teacher, weight file
-or image size gets a different folder, never stale features. A batch with a key the cache lacks runs the encoder.
+init args but `weights` / `pretrained`, which the tensors stand for), every tensor of its state_dict, and the size
+the images are read at; a different teacher, weight file or image size gets a different folder, never stale
+features. A batch with a key the cache lacks runs the encoder.
 A split whose features would pass `max_gib` (fashion-mnist's 60,000 train images: 10 GiB at the demo's 64 x 656) is
 not cached: its table would not fit in memory, and a few hundred steps see fewer images than building it reads.
 """
@@ -30,11 +31,19 @@ from tqdm.auto import tqdm
 from armkit.common.buildable import to_spec
 from armkit.recipes.data.reader import ShardReader
 
+# init args that only say where the weights came from: the state_dict tensors are hashed, so the recipe's teacher
+# (`weights: asset:efficientnet_lite0`) and the same teacher loaded from an export (`weights: null`) share one cache
+WEIGHT_SOURCE_ARGS = ("weights", "pretrained")
+
 
 def teacher_fingerprint(encoder: torch.nn.Module, image_size: int) -> str:
-    """sha256 of (encoder spec, state_dict tensors, read size): what its features depend on."""
+    """sha256 of (encoder spec less its weight-source args, state_dict tensors, read size): what its features
+    depend on. The demo's decoder stage (teacher from the tokenizer's export) reads the tokenizer stage's cache."""
+    spec = to_spec(encoder)
+    if isinstance(spec, dict) and isinstance(spec.get("init_args"), dict):
+        spec = {**spec, "init_args": {k: v for k, v in spec["init_args"].items() if k not in WEIGHT_SOURCE_ARGS}}
     digest = hashlib.sha256()
-    digest.update(json.dumps({"encoder": to_spec(encoder), "image_size": image_size}, sort_keys=True).encode())
+    digest.update(json.dumps({"encoder": spec, "image_size": image_size}, sort_keys=True).encode())
     for name, tensor in sorted(encoder.state_dict().items()):
         digest.update(name.encode())
         digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
