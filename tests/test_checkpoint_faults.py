@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_recipes_train import TINY, armkit, common, run
+from test_recipes_train import TINY, common, train_here
 
 from armkit.recipes.training.checkpoint_io import SafeCheckpointIO, clean_stale_temps, newest_readable
 
@@ -24,8 +24,8 @@ from armkit.recipes.training.checkpoint_io import SafeCheckpointIO, clean_stale_
 def trained(tiny_shards, tmp_path_factory) -> Path:
     """A tiny run of 10 steps with checkpoints at steps 5 and 10 and last.ckpt."""
     root = tmp_path_factory.mktemp("ckpt-faults") / "run"
-    done = run(armkit(*common(tiny_shards, root), "--trainer.max_steps=10"))
-    assert done.returncode == 0, done.stderr[-3000:]
+    code, _, log = train_here(None, *common(tiny_shards, root), "--trainer.max_steps=10")
+    assert code == 0, log[-3000:]
     return root
 
 
@@ -111,11 +111,11 @@ def test_newest_readable_skips_truncated_files(trained, tmp_path):
     assert sorted(p.name for p, _ in pick.skipped) == ["last-v1.ckpt", "last.ckpt"]
 
 
-def test_resume_last_falls_back_to_newest_readable_checkpoint(trained, tiny_shards, tmp_path):
+def test_resume_last_falls_back_to_newest_readable_checkpoint(trained, tiny_shards, tmp_path, capfd):
     root = copy_run(trained, tmp_path, truncate_last=True)
-    resumed = run(armkit(*common(tiny_shards, root), "--trainer.max_steps=15", "--ckpt_path", "last"))
-    text = resumed.stdout + resumed.stderr
-    assert resumed.returncode == 0, text[-3000:]
+    code, out, err = train_here(capfd, *common(tiny_shards, root), "--trainer.max_steps=15", "--ckpt_path", "last")
+    text = out + err
+    assert code == 0, text[-3000:]
     assert "skipping last.ckpt: unreadable" in text and "resuming from" in text and "epoch=0-step=10" in text
     assert "Restored all states" in text
     after = newest_readable(root / "checkpoints").path  # the next `--ckpt_path last` continues from step 15

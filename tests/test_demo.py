@@ -85,11 +85,14 @@ def test_demo_decoder_stage_trains_only_the_decoder_and_exports_it(tiny_shards, 
     assert summary.is_file() and Image.open(summary).size[0] >= 1000
 
 
-def test_progress_bar_counts_steps_out_of_max_steps(tiny_shards, tmp_path):
-    done = run("train", "--config", str(TINY), f"--data.train={tiny_shards}", f"--data.val={tiny_shards}",
-               f"--trainer.default_root_dir={tmp_path}", "--trainer.max_steps=13", "--trainer.val_check_interval=20")
-    assert done.returncode == 0, done.stderr[-3000:]
-    text = done.stdout.replace("\r", "\n")
+def test_progress_bar_counts_steps_out_of_max_steps(tiny_shards, tmp_path, capfd):
+    from test_recipes_train import train_here  # the first run in this process; the resumed one through the CLI
+
+    code, out, err = train_here(capfd, f"--data.train={tiny_shards}", f"--data.val={tiny_shards}",
+                                f"--trainer.default_root_dir={tmp_path}", "--trainer.max_steps=13",
+                                "--trainer.val_check_interval=20")
+    assert code == 0, err[-3000:]
+    text = out.replace("\r", "\n")
     assert re.search(r"^train: 100%\|.*\| 13/13 \[", text, re.M), text[-2000:]
     assert not re.search(r"/-\d|Epoch 0/", text)
     resumed = run("train", "--config", str(TINY), f"--data.train={tiny_shards}", f"--data.val={tiny_shards}",

@@ -208,14 +208,15 @@ def test_export_refuses_bad_checkpoints(tmp_path, capsys):
 
 
 
-def test_tiny_yaml_run_exports_and_encodes_identically(tmp_path, tiny_shards):
-    """The issue's end-to-end check, in CI: train tiny.yaml, export, load in a fresh process without lightning."""
+def test_tiny_yaml_run_exports_and_encodes_identically(tmp_path, tiny_shards, capfd):
+    """The issue's end-to-end check, in CI: train tiny.yaml, export, load in a fresh process without lightning.
+    Training runs in this process (`armkit train` as a subprocess: test_recipes_train.py)."""
+    from test_recipes_train import train_here
+
     shards, runs, out = tiny_shards, tmp_path / "runs", tmp_path / "export"
-    cli = [sys.executable, "-m", "armkit.recipes.commands.cli"]
-    subprocess.run([*cli, "train", "--config", "recipes/tokenizer/tiny.yaml", f"--data.train={shards}",
-                    f"--data.val={shards}", "--trainer.max_steps=6", "--trainer.limit_val_batches=0",
-                    f"--trainer.default_root_dir={runs}"],
-                   cwd=REPO, check=True, capture_output=True)
+    code, _, err = train_here(capfd, f"--data.train={shards}", f"--data.val={shards}", "--trainer.max_steps=6",
+                              "--trainer.limit_val_batches=0", f"--trainer.default_root_dir={runs}")
+    assert code == 0, err[-3000:]
     ckpt = runs / "checkpoints" / "last.ckpt"
     assert main(["export", "--ckpt", str(ckpt), "--out", str(out), "--graphs", "--decode-steps", "1",
                  "--no-onnx"]) == 0

@@ -7,7 +7,7 @@ import shutil
 
 import pytest
 import torch
-from test_recipes_train import armkit, common, losses, run  # tests/ is on sys.path under pytest
+from test_recipes_train import common, losses, train_here  # tests/ is on sys.path under pytest
 
 
 def test_cached_features_equal_the_teachers_and_follow_its_fingerprint(tiny_encoder, tiny_shards, tmp_path):
@@ -32,14 +32,14 @@ def test_cached_features_equal_the_teachers_and_follow_its_fingerprint(tiny_enco
     assert teacher_fingerprint(tiny_encoder, 32) != fp, "a changed teacher must not reuse the old features"
 
 
-def test_training_with_the_cache_matches_training_without(tiny_shards, tmp_path):
+def test_training_with_the_cache_matches_training_without(tiny_shards, tmp_path, capfd):
     shards = tmp_path / "shards"
     shutil.copytree(tiny_shards, shards)
     live, cached = tmp_path / "live", tmp_path / "cached"
     callback = "--trainer.callbacks+=armkit.recipes.tokenizer.feature_cache.TeacherFeatureCache"
     for root, extra in ((live, []), (cached, [callback])):
-        done = run(armkit(*common(shards, root), "--trainer.max_steps=10", *extra))
-        assert done.returncode == 0, done.stderr[-3000:]
+        code, _, err = train_here(capfd, *common(shards, root), "--trainer.max_steps=10", *extra)
+        assert code == 0, err[-3000:]
     made = sorted(p.name for p in (shards / "features").glob("*/*.safetensors"))
     assert made == ["train.safetensors", "val.safetensors"], made
     a, b = losses(live), losses(cached)
@@ -47,29 +47,30 @@ def test_training_with_the_cache_matches_training_without(tiny_shards, tmp_path)
     assert [b[k] for k in sorted(b)] == pytest.approx([a[k] for k in sorted(a)], rel=1e-5)
 
 
-def test_a_split_past_max_gib_is_not_cached_and_training_runs_the_teacher(tiny_shards, tmp_path):
+def test_a_split_past_max_gib_is_not_cached_and_training_runs_the_teacher(tiny_shards, tmp_path, capfd):
     shards = tmp_path / "shards"
     shutil.copytree(tiny_shards, shards)
-    done = run(armkit(*common(shards, tmp_path / "capped"), "--trainer.max_steps=4",
-                      "--trainer.callbacks+=armkit.recipes.tokenizer.feature_cache.TeacherFeatureCache",
-                      "--trainer.callbacks.max_gib=1e-9"))
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert "not caching train" in done.stdout and "not caching val" in done.stdout, done.stdout[-2000:]
+    code, out, err = train_here(capfd, *common(shards, tmp_path / "capped"), "--trainer.max_steps=4",
+                                "--trainer.callbacks+=armkit.recipes.tokenizer.feature_cache.TeacherFeatureCache",
+                                "--trainer.callbacks.max_gib=1e-9")
+    assert code == 0, err[-3000:]
+    assert "not caching train" in out and "not caching val" in out, out[-2000:]
     assert not list(shards.glob("features/*/*.safetensors")), "a split past max_gib must not be built"
 
 
-def test_a_cache_built_from_fewer_shards_says_so_and_is_still_used(tiny_shards, tmp_path):
+def test_a_cache_built_from_fewer_shards_says_so_and_is_still_used(tiny_shards, tmp_path, capfd):
     from armkit.recipes.data.reader import expand_shards
 
     shards = tmp_path / "shards"
     shutil.copytree(tiny_shards, shards)
     first = expand_shards(str(shards), split="train")[0]
     callback = "--trainer.callbacks+=armkit.recipes.tokenizer.feature_cache.TeacherFeatureCache"
-    done = run(armkit(*common(shards, tmp_path / "one"), f"--data.train={first}", "--trainer.max_steps=2", callback))
-    assert done.returncode == 0, done.stderr[-3000:]
-    done = run(armkit(*common(shards, tmp_path / "all"), "--trainer.max_steps=2", callback))
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert "was built from 1 shards and lacks" in done.stdout, done.stdout[-2000:]
+    code, _, err = train_here(capfd, *common(shards, tmp_path / "one"), f"--data.train={first}",
+                              "--trainer.max_steps=2", callback)
+    assert code == 0, err[-3000:]
+    code, out, err = train_here(capfd, *common(shards, tmp_path / "all"), "--trainer.max_steps=2", callback)
+    assert code == 0, err[-3000:]
+    assert "was built from 1 shards and lacks" in out, out[-2000:]
 
 
 def test_features_need_a_frozen_encoder(tiny_encoder):

@@ -34,6 +34,39 @@ def run(cmd: list[str], **kw) -> subprocess.CompletedProcess:
     return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300, **kw)
 
 
+def train_here(capfd, *args: str) -> tuple[int, str, str]:
+    """`armkit train --config tiny.yaml ARGS` in this process: the CLI's own entry point, without a fresh interpreter
+    paying seconds of imports. Returns the exit code, stdout and stderr (with Lightning's log and the warnings, which
+    a subprocess writes there); the environment is left as it was (Lightning sets PL_GLOBAL_SEED), and torch.compile's
+    caches are cleared."""
+    import io
+    import logging
+    import warnings
+
+    from armkit.recipes.commands.cli import main
+
+    environ, log = dict(os.environ), io.StringIO()
+    handler, logger = logging.StreamHandler(log), logging.getLogger("lightning.pytorch")
+    logger.addHandler(handler)
+    if capfd is not None:
+        capfd.readouterr()
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            code = main(["train", "--config", TINY, *args])
+        for w in caught:
+            log.write(f"{w.category.__name__}: {w.message}\n")
+    finally:
+        logger.removeHandler(handler)
+        os.environ.clear()
+        os.environ.update(environ)
+        torch._dynamo.reset()
+    if capfd is None:  # a fixture outside a test's capture: the caller reads only the exit code
+        return code, "", log.getvalue()
+    out = capfd.readouterr()
+    return code, out.out, out.err + log.getvalue()
+
+
 def losses(root: Path) -> dict[int, float]:
     import csv
 
@@ -47,10 +80,10 @@ def weights(ckpt: Path) -> dict[str, torch.Tensor]:
     return torch.load(ckpt, map_location="cpu", weights_only=True)["state_dict"]
 
 
-def test_sigkill_then_resume_matches_uninterrupted_run(tiny_shards, tmp_path):
+def test_sigkill_then_resume_matches_uninterrupted_run(tiny_shards, tmp_path, capfd):
     straight, killed = tmp_path / "straight", tmp_path / "killed"
-    done = run(armkit(*common(tiny_shards, straight)))
-    assert done.returncode == 0, done.stderr[-3000:]
+    code, _, err = train_here(capfd, *common(tiny_shards, straight))  # the reference run; the CLI's are below
+    assert code == 0, err[-3000:]
 
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen(armkit(*common(tiny_shards, killed), "--trainer.max_steps=1000"), env=env,
@@ -137,14 +170,15 @@ def test_paper_recipe_parses_and_asks_for_its_local_weights(capsys):
     assert "config error: model.tokenizer.init_args.encoder.init_args.weights" in out
 
 
-def test_compiled_blocks_train_like_eager_and_keep_checkpoint_names(tiny_shards, tmp_path):
+def test_compiled_blocks_train_like_eager_and_keep_checkpoint_names(tiny_shards, tmp_path, capfd):
     """`model.compile` (here with the aot_eager backend: the same traced graph without inductor's C++ build) trains to
-    the same losses as eager and writes checkpoints with the same parameter names."""
+    the same losses as eager and writes checkpoints with the same parameter names. In-process: the subprocess CLI is
+    covered by the tests above."""
     eager, compiled = tmp_path / "eager", tmp_path / "compiled"
     for root, extra in ((eager, []), (compiled, ["--model.compile={backend: aot_eager}"])):
-        done = run(armkit(*common(tiny_shards, root), "--trainer.max_steps=5", *extra))
-        assert done.returncode == 0, done.stderr[-3000:]
-        assert ("torch.compile: 2 transformer blocks compiled" in done.stdout + done.stderr) == bool(extra)
+        code, out, err = train_here(capfd, *common(tiny_shards, root), "--trainer.max_steps=5", *extra)
+        assert code == 0, err[-3000:]
+        assert ("torch.compile: 2 transformer blocks compiled" in out + err) == bool(extra)
     a, b = losses(eager), losses(compiled)
     assert a.keys() == b.keys() and a
     assert [b[k] for k in sorted(b)] == pytest.approx([a[k] for k in sorted(a)], rel=1e-4)
