@@ -44,6 +44,10 @@ TRAIN_TEMPLATE = TEMPLATES[0]
 HELD_OUT_TEMPLATES = ["an image of {}.", "a black and white picture of {}."]  # never a training caption
 
 
+def log(message: str) -> None:
+    print(f"  ar demo eval: {message}", flush=True)
+
+
 def class_named(text: str) -> int | None:
     """The class whose name the caption contains, when exactly one does ("a t-shirt" does not contain "a shirt")."""
     found = {c for c, name in enumerate(NAMES) if re.search(rf"(^|[^\w-]){re.escape(name)}\b", text)}
@@ -103,8 +107,10 @@ def evaluate_demo(*, model: ARModel, tok: Any, codes: Path, out: Path, per_class
     model.eval()
     x_train, y_train = fashion_mnist_pixels("train")
     x_test, y_test = fashion_mnist_pixels("val")
+    log(f"training the judge on {len(x_train):,} real images ({judge_steps} steps)")
     judge = train_classifier(x_train, y_train, steps=judge_steps, seed=seed)
     real_acc = accuracy(judge, x_test, y_test)
+    log(f"judge: {real_acc:.1%} on the {len(x_test):,} real test images")
     real_per_class = [accuracy(judge, x_test[y_test == c], y_test[y_test == c]) for c in range(len(CLASSES))]
     gen = torch.Generator().manual_seed(seed)
     report: dict[str, Any] = {"real_class_accuracy": real_acc, "chance": 1 / len(CLASSES)}
@@ -113,6 +119,7 @@ def evaluate_demo(*, model: ARModel, tok: Any, codes: Path, out: Path, per_class
     examples = torch.stack([x_test[(y_test == c).nonzero()[0, 0]] for c in range(len(CLASSES))])
     for name, templates in (("train", [TRAIN_TEMPLATE]), ("heldout", HELD_OUT_TEMPLATES)):
         n = per_class // len(templates)
+        log(f"text-to-image, {name} prompts: {n * len(templates)} samples per class")
         prompts = [t.format(NAMES[c]) for c in range(len(CLASSES)) for t in templates]
         images = text_to_image(model, tok, prompts, num=n, guidance=guidance, sampling=sampling, gen=gen,
                                decode_steps=decode_steps)
@@ -132,6 +139,7 @@ def evaluate_demo(*, model: ARModel, tok: Any, codes: Path, out: Path, per_class
     # understanding: greedy captions of held-out test images
     plain, pairs = held_out_samples(codes, captions=captions, edits=edits)
     v, codec = model.vocab, model.codec
+    log(f"captions of {len(plain)} held-out images, edits of {len(pairs)} held-out pairs")
     texts = []
     for start in range(0, len(plain), 50):
         prompts = [S.understanding_prompt(v, s["codes"].tolist(), s["grid"]) for s in plain[start:start + 50]]
@@ -181,7 +189,9 @@ def evaluate_demo(*, model: ARModel, tok: Any, codes: Path, out: Path, per_class
         "closer_than_source_reconstruction_pixels": float((mse(edited, target) < mse(recon, target)).float().mean()),
         "mse_edit_to_target": float(mse(edited, target).mean()), "mse_source_to_target": float(
             mse(source, target).mean()),
-        "class_kept": accuracy(judge, edited, torch.tensor([s["label"] for s in pairs])),
+        # the judge saw upright images only: it reads the edit turned back (a kept class, whatever the flip)
+        "class_kept_after_undoing_the_edit": accuracy(judge, edit.apply(edited),
+                                                      torch.tensor([s["label"] for s in pairs])),
     }
     report["edit_closer_fraction"] = report["edits"]["closer_pixels"]
     edit_grid(source[:10], target[:10], edited[:10], closer[:10], out / "edits.png")

@@ -56,7 +56,7 @@ def run_fmnist_ar_demo(*, out: Path = Path("runs/demo-ar"), data: Path = Path("d
     if out.exists() and any(out.iterdir()):
         raise FileExistsError(f"{out} is not empty: an earlier demo run is there (delete it or pass another --out)")
     torch.set_num_threads(threads)
-    started, minutes = time.time(), {}
+    started, minutes, git = time.time(), {}, git_state()  # the code this run starts from
     if not (data / "meta.json").is_file():
         t = _stage(f"0/4 writing Fashion-MNIST shards to {data}")
         if armkit(["data", "fashion-mnist", "--out", str(data), "--limit", "30000"]) != 0:
@@ -99,7 +99,7 @@ def run_fmnist_ar_demo(*, out: Path = Path("runs/demo-ar"), data: Path = Path("d
     minutes["evaluate"] = time.time() - t
     minutes["total"] = time.time() - started
     report["protocol"] = {
-        "git": git_state(), "command": " ".join(["armkit", *sys.argv[1:]]) if sys.argv else None,
+        "git": git, "command": " ".join(["armkit", *sys.argv[1:]]) if sys.argv else None,
         "threads": threads, "tokenizer_recipe": str(TOKENIZER_RECIPE.relative_to(RECIPES.parent)),
         "tokenizer_steps": tokenizer_steps, "ar_recipe": str(AR_RECIPE.relative_to(RECIPES.parent)),
         "ar_steps": ar_steps, "data": "Fashion-MNIST (armkit data fashion-mnist --limit 30000): 30,000 training "
