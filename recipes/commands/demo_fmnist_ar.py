@@ -49,7 +49,7 @@ def _fit(argv: list[str]) -> tuple[Any, Path]:
 
 def run_fmnist_ar_demo(*, out: Path = Path("runs/demo-ar"), data: Path = Path("data/fmnist-ar"),
                        tokenizer_steps: int | None = None, ar_steps: int | None = None, threads: int = 1,
-                       per_class: int = 8, captions: int = 200, edits: int = 100,
+                       per_class: int = 8, captions: int = 200, edits: int = 100, judge_steps: int = 600,
                        results: Path | None = None) -> dict[str, Any]:
     """Runs the five stages into `out` (which must not hold an earlier run: delete it first) and returns the
     metrics; with `results`, also copies the JSON and grids there."""
@@ -95,7 +95,8 @@ def run_fmnist_ar_demo(*, out: Path = Path("runs/demo-ar"), data: Path = Path("d
     from armkit.tokenizer import Tokenizer
 
     report = evaluate_demo(model=load_ar(model_dir).model, tok=Tokenizer.from_pretrained(tokenizer).eval(),
-                           codes=codes, out=out, per_class=per_class, captions=captions, edits=edits)
+                           codes=codes, out=out, per_class=per_class, captions=captions, edits=edits,
+                           judge_steps=judge_steps)
     minutes["evaluate"] = time.time() - t
     minutes["total"] = time.time() - started
     report["protocol"] = {
