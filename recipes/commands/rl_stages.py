@@ -12,6 +12,17 @@ per model the held-out GRPO reward (SampleGrid's fixed prompts and seed, before 
 (text-to-image probe accuracy and Fréchet distance, caption NLL, edit distance to the target). Each stage trains a
 fixed number of steps (the recipe's trainer.max_steps, or --rl-steps), not minutes, so the table does not depend on
 the machine's load; --seed sets the run's seed (rollouts, and so the spread between seeds), not the held-out draws.
+
+--judge fmnist (the Fashion-MNIST SFT model of `armkit demo --stage ar`, recipes/rl/fmnist.yaml) evaluates each model
+with `recipes/ar/demo_eval.evaluate_demo` instead: the independent SmallCNN judge trained on real pixels
+(t2i_class_accuracy, caption_accuracy, edit_closer_fraction; grids in OUT/eval-<model>/), no `armkit assets` needed.
+--judge-per-class / --judge-captions / --judge-edits size it. The judge is trained once per process (fixed steps and
+seed, so every evaluation would train the same network), or read from --judge-cache FILE (written there when missing);
+--sft-eval FILE reuses an earlier evaluation of the same SFT export (seeds share it) instead of evaluating again.
+
+    armkit rl-stages --recipe recipes/rl/fmnist.yaml --judge fmnist --sft runs/demo-ar/ar/export \
+        --tokenizer runs/demo-ar/tokenizer/export --codes runs/demo-ar/codes --images data/fmnist-ar \
+        --out runs/rl-fmnist/seed0 --seed 0
 """
 
 from __future__ import annotations
@@ -19,6 +30,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -47,12 +59,62 @@ def evaluate(model: Path, tokenizer: Path, codes: str, images: str, features: An
     return result
 
 
+_JUDGES: dict[tuple, Any] = {}
+JUDGE_CACHE: list[Path] = []  # a file holding the judge's state dict (--judge-cache)
+
+
+def _cached_judge(images, labels, *, steps: int = 600, seed: int = 0, **kw):
+    """classifier.train_classifier, trained once per (data, steps, seed) in this process (it is deterministic); with
+    JUDGE_CACHE set, loaded from that file (saved there after training, with its data size, steps and seed)."""
+    import torch
+
+    from armkit.recipes.evaluation.classifier import SmallCNN, train_classifier
+
+    key = (id(images), id(labels), steps, seed, tuple(sorted(kw.items())))
+    tag = {"n": len(labels), "steps": steps, "seed": seed, **kw}
+    if key not in _JUDGES:
+        cache = JUDGE_CACHE[0] if JUDGE_CACHE else None
+        saved = torch.load(cache, weights_only=True) if cache is not None and cache.is_file() else None
+        if saved is not None and saved["tag"] == tag:
+            judge = SmallCNN(int(labels.max()) + 1)
+            judge.load_state_dict(saved["state"])
+        else:
+            judge = train_classifier(images, labels, steps=steps, seed=seed, **kw)
+            if cache is not None:
+                cache.parent.mkdir(parents=True, exist_ok=True)
+                torch.save({"tag": tag, "state": judge.state_dict()}, cache)
+        _JUDGES[key] = judge.eval()
+    return _JUDGES[key]
+
+
+def evaluate_fmnist(model: Path, tokenizer: Path, codes: str, out: Path, *, per_class: int = 10,
+                    captions: int = 100, edits: int = 50) -> dict[str, Any]:
+    """demo_eval.evaluate_demo (the independent SmallCNN judge) on an AR export; writes `out` (JSON) and its grids
+    into out without the suffix (t2i-train.png, t2i-heldout.png, captions.png, edits.png)."""
+    from unittest import mock
+
+    from armkit.recipes.ar import demo_eval
+    from armkit.recipes.ar.export import load_ar
+    from armkit.tokenizer import Tokenizer
+
+    with mock.patch.object(demo_eval, "train_classifier", _cached_judge):
+        result = demo_eval.evaluate_demo(model=load_ar(model).model, tok=Tokenizer.from_pretrained(tokenizer).eval(),
+                                         codes=Path(codes), out=out.with_suffix(""), per_class=per_class,
+                                         captions=captions, edits=edits)
+    out.write_text(json.dumps(result, indent=1, default=float) + "\n")
+    return result
+
+
+JUDGE_KEYS = ("t2i_class_accuracy", "t2i_heldout_prompt_accuracy", "caption_accuracy", "edit_closer_fraction")
+
+
 def row(name: str, result: dict[str, Any], before: dict[str, float], after: dict[str, float]) -> dict[str, Any]:
     t2i, und, edit = result.get("text_to_image", {}), result.get("understanding", {}), result.get("editing", {})
     return {"model": name, "reward_before": before, "reward_after": after,
             "probe_accuracy_generated": t2i.get("probe_accuracy_generated"),
             "frechet_distance": t2i.get("frechet_distance"), "caption_nll": und.get("caption_nll"),
-            "edit_feature_distance": edit.get("feature_distance_edit_to_target")}
+            "edit_feature_distance": edit.get("feature_distance_edit_to_target"),
+            **{k: result[k] for k in JUDGE_KEYS if k in result}}
 
 
 def markdown(rows: list[dict[str, Any]]) -> str:
@@ -62,7 +124,8 @@ def markdown(rows: list[dict[str, Any]]) -> str:
         return "–" if x is None else f"{x:.3f}"
 
     keys = ["reward_before", "reward_after", "probe_accuracy_generated", "frechet_distance", "caption_nll",
-            "edit_feature_distance"]
+            "edit_feature_distance", *JUDGE_KEYS]
+    keys = keys[:2] + [k for k in keys[2:] if any(r.get(k) is not None for r in rows)]  # the evaluation's own
     lines = ["| model | " + " | ".join(keys) + " |", "|---" * (len(keys) + 1) + "|"]
     lines += [f"| {r['model']} | " + " | ".join(fmt(r[k]) for k in keys) + " |" for r in rows]
     return "\n".join(lines) + "\n"
@@ -71,10 +134,13 @@ def markdown(rows: list[dict[str, Any]]) -> str:
 def run_stages(*, sft: Path, tokenizer: Path, codes: str, images: str, out: Path, features: Any,
                stages: tuple[str, ...] = STAGES, rl_steps: int | None = None, seed: int | None = None,
                recipe: Path = RECIPE, limit: int = 64, steps: int = 25,
-               extra: list[str] = ()) -> list[dict[str, Any]]:
+               extra: list[str] = (), evaluator: Callable[[Path, Path], dict] | None = None) -> list[dict[str, Any]]:
+    """evaluator(model export, OUT/eval-<name>.json) -> result: default the AR evaluation in `features`."""
     out.mkdir(parents=True, exist_ok=True)
-    rows = [row("sft", evaluate(sft, tokenizer, codes, images, features, out / "eval-sft.json", limit=limit,
-                                steps=steps), {}, {})]
+    if evaluator is None:
+        def evaluator(model: Path, target: Path) -> dict[str, Any]:
+            return evaluate(model, tokenizer, codes, images, features, target, limit=limit, steps=steps)
+    rows = [row("sft", evaluator(sft, out / "eval-sft.json"), {}, {})]
     previous = sft
     for stage in stages:
         started = time.time()
@@ -89,8 +155,7 @@ def run_stages(*, sft: Path, tokenizer: Path, codes: str, images: str, out: Path
         export = out / stage / "export"
         if armkit(["export", "--ckpt", str(run / "checkpoints" / "last.ckpt"), "--out", str(export)]) != 0:
             raise RuntimeError(f"armkit export (RL stage {stage}) failed")
-        result = evaluate(export, tokenizer, codes, images, features, out / f"eval-{stage}.json", limit=limit,
-                          steps=steps)
+        result = evaluator(export, out / f"eval-{stage}.json")
         name = f"{rows[-1]['model']} → {stage}" if len(rows) > 1 else f"sft → {stage}"
         rows.append(row(name, result, held_out_reward(run / "samples", "before"),
                         held_out_reward(run / "samples", "after")))
@@ -115,14 +180,38 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--features", default="asset:efficientnet_lite0")
     p.add_argument("--limit", type=int, default=64)
     p.add_argument("--steps", type=int, default=25)
+    p.add_argument("--judge", choices=("features", "fmnist"), default="features",
+                   help="features: the AR evaluation in --features; fmnist: demo_eval's independent SmallCNN judge")
+    p.add_argument("--judge-per-class", type=int, default=10, help="--judge fmnist: t2i samples per class")
+    p.add_argument("--judge-captions", type=int, default=100, help="--judge fmnist: held-out images captioned")
+    p.add_argument("--judge-edits", type=int, default=50, help="--judge fmnist: held-out edit pairs")
+    p.add_argument("--judge-cache", type=Path, help="--judge fmnist: the judge's weights (read, or written)")
+    p.add_argument("--sft-eval", type=Path, help="an evaluation JSON of --sft to reuse (its grids beside it)")
     p.add_argument("extra", nargs=argparse.REMAINDER, help="more `armkit train` overrides, after `--`")
 
 
 def run(args: argparse.Namespace) -> int:
-    from armkit.recipes.ar.evaluate import PretrainedFeatures
-
     extra = [a for a in args.extra if a != "--"]
+    features, evaluator = None, None
+    if args.judge == "fmnist":
+        if args.judge_cache:
+            JUDGE_CACHE[:] = [args.judge_cache]
+
+        def evaluator(model: Path, target: Path) -> dict[str, Any]:
+            if args.sft_eval and model == args.sft:
+                import shutil
+
+                shutil.copyfile(args.sft_eval, target)
+                if args.sft_eval.with_suffix("").is_dir():
+                    shutil.copytree(args.sft_eval.with_suffix(""), target.with_suffix(""), dirs_exist_ok=True)
+                return json.loads(target.read_text())
+            return evaluate_fmnist(model, args.tokenizer, args.codes, target, per_class=args.judge_per_class,
+                                   captions=args.judge_captions, edits=args.judge_edits)
+    else:
+        from armkit.recipes.ar.evaluate import PretrainedFeatures
+
+        features = PretrainedFeatures(weights=args.features)
     run_stages(sft=args.sft, tokenizer=args.tokenizer, codes=args.codes, images=args.images, out=args.out,
-               features=PretrainedFeatures(weights=args.features), stages=tuple(args.stages), rl_steps=args.rl_steps,
-               seed=args.seed, recipe=args.recipe, limit=args.limit, steps=args.steps, extra=extra)
+               features=features, stages=tuple(args.stages), rl_steps=args.rl_steps, seed=args.seed,
+               recipe=args.recipe, limit=args.limit, steps=args.steps, extra=extra, evaluator=evaluator)
     return 0

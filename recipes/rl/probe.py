@@ -1,10 +1,14 @@
 """Fit the category probe a `CategoryProbe` reward reads, on *real* training images only (never on samples).
 
     armkit rl-probe --images data/emoji --out runs/rl-demo/probe [--weights asset:efficientnet_lite0]
+    armkit rl-probe --images data/fmnist-ar --out runs/rl-fmnist/probe --pixels 16 --size 32   # no network
 
 writes OUT/probe.safetensors (weight, bias; the feature standardisation folded in, so the reward applies it to raw
 pooled features) and OUT/prompt_classes.json ({caption: label}), and prints the probe's accuracy on real train and
-val images. The features are `PretrainedFeatures` (the AR evaluation's), so reward and evaluation use one network.
+val images. The features are `PretrainedFeatures` (the AR evaluation's), so reward and evaluation use one network;
+with --pixels SIZE they are `offline.PixelFeatures(size=SIZE)` (downsampled centred pixels, no network at all), fitted
+without standardisation by `offline.fit_probe` (a near-constant border pixel would otherwise get a weight of 1 / its
+tiny std, which a generated image with a bright border exploits).
 """
 
 from __future__ import annotations
@@ -29,21 +33,30 @@ def _features(features: torch.nn.Module, shards: str, split: str, size: int, lim
 
 
 def write_probe(*, images: str, out: str | Path, features: torch.nn.Module, size: int = 64,
-                limit: int | None = None, steps: int = 300, seed: int = 0) -> dict[str, float]:
-    """Fit on the train split, fold the standardisation into the weights, write the files; returns accuracies."""
-    from safetensors.torch import save_file
+                limit: int | None = None, steps: int = 300, seed: int = 0,
+                standardise: bool = True) -> dict[str, float]:
+    """Fit on the train split, fold the standardisation into the weights, write the files; returns accuracies.
+    standardise=False: `offline.fit_probe` on the raw features (for `PixelFeatures`)."""
+    from safetensors.torch import load_file, save_file
+
+    from armkit.recipes.rl.offline import fit_probe
 
     f, y, captions = _features(features, images, "train", size, limit)
     keep = y >= 0
     f, y = f[keep], y[keep]
     captions = [c for c, k in zip(captions, keep.tolist()) if k]
-    mu, sd = f.mean(0), f.std(0) + 1e-6
-    probe = train_probe((f - mu) / sd, y, classes=int(y.max()) + 1, steps=steps, seed=seed)
-    weight = (probe.weight / sd).detach()  # W ((x - mu) / sd) + b = (W / sd) x + (b - (W / sd) mu)
-    bias = (probe.bias - weight @ mu).detach()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    save_file({"weight": weight.contiguous(), "bias": bias.contiguous()}, str(out / "probe.safetensors"))
+    if standardise:
+        mu, sd = f.mean(0), f.std(0) + 1e-6
+        probe = train_probe((f - mu) / sd, y, classes=int(y.max()) + 1, steps=steps, seed=seed)
+        weight = (probe.weight / sd).detach()  # W ((x - mu) / sd) + b = (W / sd) x + (b - (W / sd) mu)
+        bias = (probe.bias - weight @ mu).detach()
+        save_file({"weight": weight.contiguous(), "bias": bias.contiguous()}, str(out / "probe.safetensors"))
+    else:
+        fit_probe(f.float(), y, int(y.max()) + 1, str(out / "probe.safetensors"), steps=steps, seed=seed)
+        written = load_file(str(out / "probe.safetensors"))
+        weight, bias = written["weight"], written["bias"]
     labels = dict(zip(captions, y.tolist()))
     fv, yv, captions_v = _features(features, images, "val", size, limit)
     labels.update({c: label for c, label in zip(captions_v, yv.tolist()) if label >= 0})
