@@ -37,6 +37,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from armkit.recipes.evaluation.provenance import git_state
 from armkit.recipes.evaluation.stats import mean_std, paired, verdict
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -234,6 +235,7 @@ def main(argv: list[str] | None = None) -> int:
             judge_reward_samples(folder, args.tokenizer, classes, args.out / "judge.pt")
     summary = summarise({s: seed_measures(f, classes) for s, f in folders.items()})
     summary["protocol"] = {
+        "git": git_state(), "command": " ".join(sys.argv),
         "recipe": str(args.recipe), "sft": str(args.sft), "tokenizer": str(args.tokenizer), "codes": str(args.codes),
         "rl_steps": args.rl_steps, "judge": {"per_class": args.judge_per_class, "captions": args.judge_captions,
                                              "edits": args.judge_edits},
