@@ -124,11 +124,11 @@ def markdown(summary: dict[str, Any]) -> str:
 
 
 def run_seeds(args: argparse.Namespace) -> None:
-    """The SFT model's evaluation once (OUT/eval-sft.json; the judge saved to OUT/judge.pt), then `armkit rl-stages`
-    per seed, `--parallel` at a time (each one torch thread; logs in OUT/seedS.log), reusing both."""
+    """The SFT model's evaluation once (OUT/eval-sft.json; the judge saved to OUT/judge.safetensors), then
+    `armkit rl-stages` per seed, `--parallel` at a time (each one torch thread; logs in OUT/seedS.log), reusing both."""
     from armkit.recipes.commands import rl_stages
 
-    judge, sft_eval = args.out / "judge.pt", args.out / "eval-sft.json"
+    judge, sft_eval = args.out / "judge.safetensors", args.out / "eval-sft.json"
     if args.sft_eval is not None and not sft_eval.is_file():  # the demo's own evaluation of the SFT model
         given = json.loads(args.sft_eval.read_text())
         sizes = (given["t2i_train"]["of_per_class"], given["captions"]["images"], given["edits"]["pairs"])
@@ -142,9 +142,8 @@ def run_seeds(args: argparse.Namespace) -> None:
                 shutil.copyfile(args.sft_eval.parent / name, args.out / "eval-sft" / name)
     if not sft_eval.is_file():
         print("evaluating the SFT model with the judge", flush=True)
-        rl_stages.JUDGE_CACHE[:] = [judge]
         rl_stages.evaluate_fmnist(args.sft, args.tokenizer, str(args.codes), sft_eval, per_class=args.judge_per_class,
-                                  captions=args.judge_captions, edits=args.judge_edits)
+                                  captions=args.judge_captions, edits=args.judge_edits, judge_file=judge)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     pending, running = list(args.seeds), []
     while pending or running:
@@ -176,12 +175,10 @@ def judge_reward_samples(folder: Path, tokenizer: Path, classes: dict[str, int],
     stage before), after t2i, after joint. The same prompts, draws and images the t2i reward scored."""
     import torch
 
-    from armkit.recipes.commands.rl_stages import JUDGE_CACHE, _cached_judge
-    from armkit.recipes.evaluation.classifier import fashion_mnist_pixels, predict
+    from armkit.recipes.evaluation.classifier import fashion_mnist_judge, predict
     from armkit.tokenizer import Tokenizer
 
-    JUDGE_CACHE[:] = [judge_cache] if judge_cache is not None else []
-    judge = _cached_judge(*fashion_mnist_pixels("train"), steps=600, seed=0)
+    judge = fashion_mnist_judge(file=judge_cache)
     tok = Tokenizer.from_pretrained(tokenizer).eval()
     out = {}
     for model, (stage, name) in {"sft": ("t2i", "before"), "t2i": ("t2i", "after"),
@@ -232,7 +229,7 @@ def main(argv: list[str] | None = None) -> int:
     folders = {s: args.out / f"seed{s}" for s in args.seeds if (args.out / f"seed{s}").is_dir()}
     if args.sample_judge:
         for folder in folders.values():
-            judge_reward_samples(folder, args.tokenizer, classes, args.out / "judge.pt")
+            judge_reward_samples(folder, args.tokenizer, classes, args.out / "judge.safetensors")
     summary = summarise({s: seed_measures(f, classes) for s, f in folders.items()})
     summary["protocol"] = {
         "git": git_state(), "command": " ".join(sys.argv),

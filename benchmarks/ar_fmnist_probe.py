@@ -25,44 +25,18 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image, ImageDraw
-from torch import nn
 from torch.nn import functional as nnf
 
-from armkit.recipes.data.fashion_mnist import CLASSES, FILES, NAMES, files_dir, read_idx
-from armkit.recipes.data.reader import resize_crop
-
-SIZE = 32
-
-
-def to32(images: np.ndarray) -> torch.Tensor:
-    """uint8 [N, 28, 28] -> float [N, 1, 32, 32] in [0, 1], resized as armkit reads its shards."""
-    out = np.stack([np.asarray(resize_crop(Image.fromarray(a, "L"), SIZE)) for a in images])
-    return torch.from_numpy(out).float().div_(255.0)[:, None]
+from armkit.recipes.data.fashion_mnist import CLASSES, NAMES
+from armkit.recipes.evaluation.classifier import SIZE, SmallCNN, fashion_mnist_pixels, predict
+from armkit.recipes.evaluation.classifier import to_gray32 as gray
 
 
-def gray(images: torch.Tensor) -> torch.Tensor:
-    """[N, 3, H, W] in [0, 1] -> [N, 1, 32, 32] (channel mean; resized if the decoder's size differs)."""
-    g = images.float().mean(1, keepdim=True)
-    if g.shape[-2:] != (SIZE, SIZE):
-        g = nnf.interpolate(g, size=(SIZE, SIZE), mode="bicubic", antialias=True).clamp(0, 1)
-    return g
-
-
-class CNN(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.net = nn.Sequential(
-            nn.Conv2d(1, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Flatten(), nn.Linear(64 * 8 * 8, 128), nn.ReLU(), nn.Linear(128, 10))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net((x - 0.5) / 0.5)
-
-
-def train_cnn(x: torch.Tensor, y: torch.Tensor, seconds: float, seed: int) -> tuple[CNN, dict]:
+def train_cnn(x: torch.Tensor, y: torch.Tensor, seconds: float, seed: int) -> tuple[SmallCNN, dict]:
+    """The judge's network (recipes/evaluation/classifier.py) trained for `seconds` (this probe's protocol; the
+    demos train it for a fixed number of steps with `train_classifier`)."""
     torch.manual_seed(seed)
-    model, g = CNN(), torch.Generator().manual_seed(seed)
+    model, g = SmallCNN(), torch.Generator().manual_seed(seed)
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     steps, start = 0, time.time()
     while time.time() - start < seconds:
@@ -75,11 +49,6 @@ def train_cnn(x: torch.Tensor, y: torch.Tensor, seconds: float, seed: int) -> tu
     model.eval()
     return model, {"steps": steps, "batch_size": 128, "seconds": round(time.time() - start, 1),
                    "images_seen": steps * 128, "optimizer": "Adam lr 1e-3", "seed": seed}
-
-
-@torch.no_grad()
-def predict(model: CNN, x: torch.Tensor) -> torch.Tensor:
-    return torch.cat([model(x[i:i + 500]).argmax(1) for i in range(0, len(x), 500)])
 
 
 def tile(img: torch.Tensor, scale: int) -> Image.Image:
@@ -101,11 +70,8 @@ def main() -> None:
     grid_path = args.grid or args.out.with_suffix(".png")
     t0 = time.time()
 
-    folder = files_dir(None)
-    xtr = to32(read_idx(folder / FILES["train"][0]))
-    ytr = torch.from_numpy(read_idx(folder / FILES["train"][1]).astype(np.int64))
-    xte = to32(read_idx(folder / FILES["val"][0]))
-    yte = torch.from_numpy(read_idx(folder / FILES["val"][1]).astype(np.int64))
+    xtr, ytr = fashion_mnist_pixels("train")
+    xte, yte = fashion_mnist_pixels("val")
     cnn, cnn_info = train_cnn(xtr, ytr, args.cnn_seconds, args.seed)
     real_acc = (predict(cnn, xte) == yte).float().mean().item()
     print(f"CNN: {cnn_info['steps']} steps in {cnn_info['seconds']} s; real test accuracy {real_acc:.4f} (10,000)")

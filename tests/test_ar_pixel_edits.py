@@ -86,3 +86,23 @@ def test_caption_names_one_class(text, want):
     from armkit.recipes.ar.demo_eval import class_named
 
     assert class_named(text) == want
+
+
+def test_judge_file_is_read_back_only_for_the_same_steps_and_seed(tmp_path, monkeypatch):
+    from armkit.recipes.evaluation import classifier
+
+    g = torch.Generator().manual_seed(1)
+    labels = torch.arange(40) % 10
+    images = torch.rand(40, 1, 32, 32, generator=g)
+    monkeypatch.setattr(classifier, "fashion_mnist_pixels", lambda split: (images, labels))
+    classifier.fashion_mnist_judge.cache_clear()
+    file = tmp_path / "judge.safetensors"
+    trained = classifier.fashion_mnist_judge(steps=5, seed=0, file=file)
+    classifier.fashion_mnist_judge.cache_clear()
+    monkeypatch.setattr(classifier, "train_classifier", lambda *a, **k: pytest.fail("trained again"))
+    read = classifier.fashion_mnist_judge(steps=5, seed=0, file=file)  # from the file, not trained
+    assert read is not trained and all(torch.equal(a, b) for a, b in
+                                       zip(trained.state_dict().values(), read.state_dict().values()))
+    with pytest.raises(pytest.fail.Exception, match="trained again"):  # other steps: the file does not match
+        classifier.fashion_mnist_judge(steps=6, seed=0, file=file)
+    classifier.fashion_mnist_judge.cache_clear()

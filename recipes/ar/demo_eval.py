@@ -28,10 +28,12 @@ from PIL import Image, ImageDraw
 from armkit.backbones import sequence as S
 from armkit.backbones.ar import ARModel
 from armkit.backbones.generate import GREEDY, SAMPLE, Sampling, generate_image, generate_text
+from armkit.recipes.ar import evaluate
 from armkit.recipes.ar.codes import CodeReader
 from armkit.recipes.ar.tokenize import PIXEL_EDITS
 from armkit.recipes.data.fashion_mnist import CLASSES, NAMES, TEMPLATES
 from armkit.recipes.evaluation.classifier import (
+    SmallCNN,
     accuracy,
     fashion_mnist_pixels,
     features,
@@ -70,11 +72,10 @@ def text_to_image(model: ARModel, tok: Any, prompts: list[str], *, num: int, gui
     return decode(tok, torch.cat(codes), steps=decode_steps, seed=int(torch.randint(0, 2**31, (1,), generator=gen)))
 
 
-def decode(tok: Any, codes: torch.Tensor, *, steps: int, seed: int, batch_size: int = 100) -> torch.Tensor:
-    gen = torch.Generator().manual_seed(seed)
+def decode(tok: Any, codes: torch.Tensor, *, steps: int, seed: int) -> torch.Tensor:
+    """The AR evaluation's seeded decode, 100 at a time, as the judge reads it: [N, 1, 32, 32] in [0, 1]."""
     with torch.no_grad():
-        return torch.cat([to_gray32(tok.decode(c, steps=steps, generator=gen).cpu().clamp(0, 1))
-                          for c in codes.split(batch_size)])
+        return to_gray32(evaluate.decode(tok, codes, steps=steps, seed=seed, batch_size=100).clamp(0, 1))
 
 
 def held_out_samples(codes: Path, *, captions: int, edits: int) -> tuple[list[dict], list[dict]]:
@@ -101,14 +102,16 @@ def val_index(key: str) -> int:
 def evaluate_demo(*, model: ARModel, tok: Any, codes: Path, out: Path, per_class: int = 8, captions: int = 200,
                   edits: int = 100, guidance: float = 2.0, image_guidance: float = 1.25,
                   sampling: Sampling = SAMPLE, judge_steps: int = 600, decode_steps: int = 25,
-                  seed: int = 0) -> dict[str, Any]:
-    """The metrics of the module docstring; writes the four grids into `out` and returns the report."""
+                  seed: int = 0, judge: SmallCNN | None = None) -> dict[str, Any]:
+    """The metrics of the module docstring; writes the four grids into `out` and returns the report. `judge`: an
+    already trained judge (e.g. `fashion_mnist_judge`), else one is trained for `judge_steps` from `seed`."""
     out.mkdir(parents=True, exist_ok=True)
     model.eval()
     x_train, y_train = fashion_mnist_pixels("train")
     x_test, y_test = fashion_mnist_pixels("val")
-    log(f"training the judge on {len(x_train):,} real images ({judge_steps} steps)")
-    judge = train_classifier(x_train, y_train, steps=judge_steps, seed=seed)
+    if judge is None:
+        log(f"training the judge on {len(x_train):,} real images ({judge_steps} steps)")
+        judge = train_classifier(x_train, y_train, steps=judge_steps, seed=seed)
     real_acc = accuracy(judge, x_test, y_test)
     log(f"judge: {real_acc:.1%} on the {len(x_test):,} real test images")
     real_per_class = [accuracy(judge, x_test[y_test == c], y_test[y_test == c]) for c in range(len(CLASSES))]

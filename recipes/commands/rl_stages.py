@@ -59,48 +59,18 @@ def evaluate(model: Path, tokenizer: Path, codes: str, images: str, features: An
     return result
 
 
-_JUDGES: dict[tuple, Any] = {}
-JUDGE_CACHE: list[Path] = []  # a file holding the judge's state dict (--judge-cache)
-
-
-def _cached_judge(images, labels, *, steps: int = 600, seed: int = 0, **kw):
-    """classifier.train_classifier, trained once per (data, steps, seed) in this process (it is deterministic); with
-    JUDGE_CACHE set, loaded from that file (saved there after training, with its data size, steps and seed)."""
-    import torch
-
-    from armkit.recipes.evaluation.classifier import SmallCNN, train_classifier
-
-    key = (id(images), id(labels), steps, seed, tuple(sorted(kw.items())))
-    tag = {"n": len(labels), "steps": steps, "seed": seed, **kw}
-    if key not in _JUDGES:
-        cache = JUDGE_CACHE[0] if JUDGE_CACHE else None
-        saved = torch.load(cache, weights_only=True) if cache is not None and cache.is_file() else None
-        if saved is not None and saved["tag"] == tag:
-            judge = SmallCNN(int(labels.max()) + 1)
-            judge.load_state_dict(saved["state"])
-        else:
-            judge = train_classifier(images, labels, steps=steps, seed=seed, **kw)
-            if cache is not None:
-                cache.parent.mkdir(parents=True, exist_ok=True)
-                torch.save({"tag": tag, "state": judge.state_dict()}, cache)
-        _JUDGES[key] = judge.eval()
-    return _JUDGES[key]
-
-
 def evaluate_fmnist(model: Path, tokenizer: Path, codes: str, out: Path, *, per_class: int = 10,
-                    captions: int = 100, edits: int = 50) -> dict[str, Any]:
-    """demo_eval.evaluate_demo (the independent SmallCNN judge) on an AR export; writes `out` (JSON) and its grids
-    into out without the suffix (t2i-train.png, t2i-heldout.png, captions.png, edits.png)."""
-    from unittest import mock
-
-    from armkit.recipes.ar import demo_eval
+                    captions: int = 100, edits: int = 50, judge_file: Path | None = None) -> dict[str, Any]:
+    """demo_eval.evaluate_demo (the independent SmallCNN judge, trained once per process or read from `judge_file`)
+    on an AR export; writes `out` (JSON) and its grids into out without the suffix (t2i-train.png, ...)."""
+    from armkit.recipes.ar.demo_eval import evaluate_demo
     from armkit.recipes.ar.export import load_ar
+    from armkit.recipes.evaluation.classifier import fashion_mnist_judge
     from armkit.tokenizer import Tokenizer
 
-    with mock.patch.object(demo_eval, "train_classifier", _cached_judge):
-        result = demo_eval.evaluate_demo(model=load_ar(model).model, tok=Tokenizer.from_pretrained(tokenizer).eval(),
-                                         codes=Path(codes), out=out.with_suffix(""), per_class=per_class,
-                                         captions=captions, edits=edits)
+    result = evaluate_demo(model=load_ar(model).model, tok=Tokenizer.from_pretrained(tokenizer).eval(),
+                           codes=Path(codes), out=out.with_suffix(""), per_class=per_class, captions=captions,
+                           edits=edits, judge=fashion_mnist_judge(file=judge_file))
     out.write_text(json.dumps(result, indent=1, default=float) + "\n")
     return result
 
@@ -185,7 +155,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--judge-per-class", type=int, default=10, help="--judge fmnist: t2i samples per class")
     p.add_argument("--judge-captions", type=int, default=100, help="--judge fmnist: held-out images captioned")
     p.add_argument("--judge-edits", type=int, default=50, help="--judge fmnist: held-out edit pairs")
-    p.add_argument("--judge-cache", type=Path, help="--judge fmnist: the judge's weights (read, or written)")
+    p.add_argument("--judge-cache", type=Path, help="--judge fmnist: a safetensors file of the judge (read, or written)")
     p.add_argument("--sft-eval", type=Path, help="an evaluation JSON of --sft to reuse (its grids beside it)")
     p.add_argument("extra", nargs=argparse.REMAINDER, help="more `armkit train` overrides, after `--`")
 
@@ -194,9 +164,6 @@ def run(args: argparse.Namespace) -> int:
     extra = [a for a in args.extra if a != "--"]
     features, evaluator = None, None
     if args.judge == "fmnist":
-        if args.judge_cache:
-            JUDGE_CACHE[:] = [args.judge_cache]
-
         def evaluator(model: Path, target: Path) -> dict[str, Any]:
             if args.sft_eval and model == args.sft:
                 import shutil
@@ -206,7 +173,8 @@ def run(args: argparse.Namespace) -> int:
                     shutil.copytree(args.sft_eval.with_suffix(""), target.with_suffix(""), dirs_exist_ok=True)
                 return json.loads(target.read_text())
             return evaluate_fmnist(model, args.tokenizer, args.codes, target, per_class=args.judge_per_class,
-                                   captions=args.judge_captions, edits=args.judge_edits)
+                                   captions=args.judge_captions, edits=args.judge_edits,
+                                   judge_file=args.judge_cache)
     else:
         from armkit.recipes.ar.evaluate import PretrainedFeatures
 

@@ -170,9 +170,9 @@ def judge_files() -> bool:
 @cache
 def judge(steps: int, seed: int) -> tuple[Any, float]:
     """The independent judge and its % accuracy on the 10,000 real test images (trained once per process)."""
-    from armkit.recipes.evaluation.classifier import accuracy, fashion_mnist_pixels, train_classifier
+    from armkit.recipes.evaluation.classifier import accuracy, fashion_mnist_judge, fashion_mnist_pixels
 
-    model = train_classifier(*fashion_mnist_pixels("train"), steps=steps, seed=seed)
+    model = fashion_mnist_judge(steps=steps, seed=seed)
     return model, 100.0 * accuracy(model, *fashion_mnist_pixels("val"))
 
 

@@ -7,11 +7,14 @@ so two runs give the same judge.
 
     judge = train_classifier(*fashion_mnist_pixels("train"), steps=600, seed=0)
     accuracy(judge, images, labels)           # images [N, 1|3, H, W] in [0, 1]
+    fashion_mnist_judge(steps=600, seed=0)    # the same judge, trained once per process (optionally from a file)
 """
 
 from __future__ import annotations
 
+import os
 from functools import cache
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -80,6 +83,29 @@ def train_classifier(images: torch.Tensor, labels: torch.Tensor, *, steps: int =
             loss.backward()
             opt.step()
     return model.eval()
+
+
+@cache
+def fashion_mnist_judge(*, steps: int = 600, seed: int = 0, file: Path | None = None) -> SmallCNN:
+    """`train_classifier` on Fashion-MNIST's 60,000 real training images, once per process (it is deterministic).
+    `file`: a safetensors copy of the judge, read when its steps and seed match, else written (atomically) after
+    training, so parallel processes (GRPO seeds) train it once between them."""
+    from safetensors.torch import load_file, safe_open, save_file
+
+    tag = {"steps": str(steps), "seed": str(seed), "data": "fashion-mnist train"}
+    if file is not None and file.is_file():
+        with safe_open(str(file), "pt") as f:
+            if f.metadata() == tag:
+                judge = SmallCNN()
+                judge.load_state_dict(load_file(str(file)))
+                return judge.eval()
+    judge = train_classifier(*fashion_mnist_pixels("train"), steps=steps, seed=seed)
+    if file is not None:
+        file.parent.mkdir(parents=True, exist_ok=True)
+        part = file.with_name(f"{file.name}.{os.getpid()}.part")
+        save_file({k: v.contiguous() for k, v in judge.state_dict().items()}, str(part), metadata=tag)
+        part.replace(file)
+    return judge
 
 
 @torch.no_grad()
