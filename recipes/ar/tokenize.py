@@ -113,9 +113,8 @@ def encode_shard(shard: str, part: Path, tok: Any, *, size: int, batch_size: int
             batch = collate([s for s, _ in pending])
             codes = tok.encode(batch["image"].to(device)).cpu()  # [B, N]
             chosen = [i for i, (_, pick) in enumerate(pending) if pick]
-            if chosen:
-                edited = tok.encode(pixel_edit.apply(batch["image"][chosen]).to(device)).cpu()
-            targets = dict(zip(chosen, edited if chosen else []))
+            targets = dict(zip(chosen, tok.encode(pixel_edit.apply(batch["image"][chosen]).to(device)).cpu())) \
+                if chosen else {}
             for i, (s, _) in enumerate(pending):
                 writer.write(code_sample(s["key"], codes[i], tok.grid, caption=s["txt"], label=s["cls"],
                                          tags=s["tags"]))
