@@ -61,6 +61,19 @@ def test_resumed_tokenize_keeps_the_edit_counts(flipped, tiny_shards):
         {s: (v["count"], v["edits"]) for s, v in before.items()}
 
 
+def test_edit_every_sets_the_pair_rate_and_a_resume_must_keep_it(flipped, tiny_shards, tmp_path):
+    args = ["tokenize", "--tokenizer", str(flipped / "tok"), "--data", str(tiny_shards), "--edits", "upside-down"]
+    assert main([*args, "--out", str(tmp_path / "c2"), "--edit-every", "2"]) == 0
+    meta = json.loads((tmp_path / "c2" / "meta.json").read_text())
+    assert meta["edit_every"] == 2
+    assert meta["splits"]["val"]["edits"] == 6  # one image in two of the val shard's 12
+    assert meta["splits"]["train"]["edits"] == sum(-(-n // 2) for n in (8, 8, 8, 8, 4))
+    with pytest.raises(ValueError, match="edit rule"):  # shards of another rate are not mixed in
+        from armkit.recipes.ar.tokenize import tokenize
+        tokenize(flipped / "tok", tiny_shards, tmp_path / "c2", splits=["val"], edits="upside-down")
+    assert main([*args, "--out", str(tmp_path / "c3"), "--edit-every", "0"]) == 2  # a clear error, not a crash
+
+
 def test_judge_is_seeded_and_learns():
     from armkit.recipes.evaluation.classifier import accuracy, train_classifier
 

@@ -53,7 +53,7 @@ def test_demo_stage_ar_runs_end_to_end(fake_fashion_mnist, tmp_path, monkeypatch
     report = run_fmnist_ar_demo(out=out, data=tmp_path / "data", tokenizer_steps=2, ar_steps=2, per_class=2,
                                 captions=4, edits=2, judge_steps=20, results=tmp_path / "results")
     meta = json.loads((out / "codes" / "meta.json").read_text())
-    assert meta["splits"]["train"]["count"] == 60 and meta["splits"]["val"]["edits"] == 5  # one in four of 20
+    assert meta["splits"]["train"]["count"] == 60 and meta["splits"]["val"]["edits"] == 10  # one in two of 20
     saved = json.loads((out / "ar-demo-metrics.json").read_text())
     assert list(saved)[: len(KEYS)] == list(KEYS) and saved == json.loads(json.dumps(report))
     for key in ("t2i_class_accuracy", "real_class_accuracy", "caption_accuracy", "edit_closer_fraction"):

@@ -152,8 +152,17 @@ def encode_shard(shard: str, part: Path, tok: Any, *, size: int, batch_size: int
 
 
 def tokenize(tokenizer: Path, data: Path, out: Path, *, splits: list[str], batch_size: int = 32,
-             edits: str | None = None, device: str = "cpu") -> dict:
+             edits: str | None = None, edit_every: int | None = None, device: str = "cpu") -> dict:
+    """Encodes `splits` of `data` into `out`; `edit_every` overrides a pixel edit's `every` (one pair per that many
+    images). A resumed run must use the same edit rule: shards written with another would mix two data sets."""
     from tqdm.auto import tqdm
+
+    pixel_edit = PIXEL_EDITS.get(edits or "")
+    if edit_every is not None:
+        if pixel_edit is None or edit_every < 1:
+            raise ValueError(f"--edit-every {edit_every} needs --edits {' or '.join(PIXEL_EDITS)} and a value >= 1")
+        pixel_edit = pixel_edit._replace(every=edit_every)
+    rule = {"edits": edits, "every": pixel_edit.every if pixel_edit else None}
 
     fingerprint = tokenizer_fingerprint(tokenizer)
     out.mkdir(parents=True, exist_ok=True)
@@ -165,8 +174,12 @@ def tokenize(tokenizer: Path, data: Path, out: Path, *, splits: list[str], batch
                           expected_from=f"the code shards already in {out}", got_from=f"--tokenizer {tokenizer}")
         if Path(before["data"]).resolve() != data.resolve():
             raise ValueError(f"{out} holds codes of {before['data']}, not of --data {data}; use another --out")
+        if before.get("edit_rule", rule) != rule:
+            raise ValueError(f"{out} holds codes written with the edit rule {before['edit_rule']}, not {rule}; "
+                             "use another --out")
         done = before.get("shards") or {}
-    record = {"fingerprint": fingerprint, "tokenizer": str(tokenizer), "data": str(data), "shards": done}
+    record = {"fingerprint": fingerprint, "tokenizer": str(tokenizer), "data": str(data), "shards": done,
+              "edit_rule": rule}
     state.write_text(json.dumps(record))
     (out / META).unlink(missing_ok=True)
     tok = Tokenizer.from_pretrained(tokenizer).to(device)
@@ -206,7 +219,7 @@ def tokenize(tokenizer: Path, data: Path, out: Path, *, splits: list[str], batch
                     part, skips = target.with_suffix(".tar.part"), Skips()
                     n, n_edits = encode_shard(shard, part, tok, size=size[0], batch_size=batch_size,
                                               device=device, skips=skips, classes=classes, progress=bar,
-                                              pixel_edit=PIXEL_EDITS.get(edits or ""))
+                                              pixel_edit=pixel_edit)
                     part.replace(target)
                     done[target.name] = {"count": n, "edits": n_edits, "skipped": skips.records}
                     state.write_text(json.dumps(record))
@@ -224,6 +237,7 @@ def tokenize(tokenizer: Path, data: Path, out: Path, *, splits: list[str], batch
             split_meta[split]["shards"].append({"name": name, "count": n})
     meta.update({
         "data": str(data.resolve()), "splits": split_meta, "skipped": skipped_record(all_skips), "edits": edits,
+        "edit_every": rule["every"],
         "seconds": round(time.time() - started, 1),
         "sample": {"codes": "int32 LE, h*w row-major", "src": "edit source codes", "json": ["grid", "caption",
                                                                                         "label", "tags"]}})

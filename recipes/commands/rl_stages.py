@@ -155,7 +155,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--judge-per-class", type=int, default=10, help="--judge fmnist: t2i samples per class")
     p.add_argument("--judge-captions", type=int, default=100, help="--judge fmnist: held-out images captioned")
     p.add_argument("--judge-edits", type=int, default=50, help="--judge fmnist: held-out edit pairs")
-    p.add_argument("--judge-cache", type=Path, help="--judge fmnist: a safetensors file of the judge (read, or written)")
+    p.add_argument("--judge-cache", type=Path,
+                   help="--judge fmnist: a safetensors file of the judge (read, or written)")
     p.add_argument("--sft-eval", type=Path, help="an evaluation JSON of --sft to reuse (its grids beside it)")
     p.add_argument("extra", nargs=argparse.REMAINDER, help="more `armkit train` overrides, after `--`")
 
