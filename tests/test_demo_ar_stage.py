@@ -45,7 +45,7 @@ def fake_fashion_mnist(tmp_path, monkeypatch):
     classifier.fashion_mnist_pixels.cache_clear()
 
 
-def test_demo_stage_ar_runs_end_to_end(fake_fashion_mnist, tmp_path, monkeypatch):
+def test_demo_stage_ar_runs_end_to_end(fake_fashion_mnist, tmp_path, monkeypatch, capsys):
     from armkit.recipes.commands.demo_fmnist_ar import KEYS, run_fmnist_ar_demo
 
     monkeypatch.chdir(tmp_path)
@@ -55,6 +55,8 @@ def test_demo_stage_ar_runs_end_to_end(fake_fashion_mnist, tmp_path, monkeypatch
     meta = json.loads((out / "codes" / "meta.json").read_text())
     assert meta["splits"]["train"]["count"] == 60 and meta["splits"]["val"]["edits"] == 10  # one in two of 20
     saved = json.loads((out / "ar-demo-metrics.json").read_text())
+    # the evaluation's bar has a true total: 20 + 20 t2i samples, 4 captions, 2 edits, and reaches it
+    assert "46/46" in capsys.readouterr().err
     assert list(saved)[: len(KEYS)] == list(KEYS) and saved == json.loads(json.dumps(report))
     for key in ("t2i_class_accuracy", "real_class_accuracy", "caption_accuracy", "edit_closer_fraction"):
         assert 0.0 <= saved[key] <= 1.0

@@ -24,6 +24,7 @@ from typing import Any
 
 import torch
 from PIL import Image, ImageDraw
+from tqdm.auto import tqdm
 
 from armkit.backbones import sequence as S
 from armkit.backbones.ar import ARModel
@@ -58,8 +59,10 @@ def class_named(text: str) -> int | None:
 
 @torch.no_grad()
 def text_to_image(model: ARModel, tok: Any, prompts: list[str], *, num: int, guidance: float, sampling: Sampling,
-                  gen: torch.Generator, decode_steps: int, batch_size: int = 40) -> torch.Tensor:
-    """`num` decoded samples per prompt, prompt-major: [len(prompts) * num, 1, 32, 32]."""
+                  gen: torch.Generator, decode_steps: int, batch_size: int = 40,
+                  progress: Any | None = None) -> torch.Tensor:
+    """`num` decoded samples per prompt, prompt-major: [len(prompts) * num, 1, 32, 32]; `progress` (a tqdm bar)
+    advances by each chunk generated."""
     v, codec, grid = model.vocab, model.codec, tuple(tok.grid)
     rows = [p for p in prompts for _ in range(num)]
     codes = []
@@ -69,6 +72,8 @@ def text_to_image(model: ARModel, tok: Any, prompts: list[str], *, num: int, gui
         uncond = [S.text_to_image_prompt(v, [], grid)] * len(chunk)
         codes.append(generate_image(model, cond, grid, weaker=[uncond], scales=[guidance], sampling=sampling,
                                     generator=gen))
+        if progress is not None:
+            progress.update(len(chunk))
     return decode(tok, torch.cat(codes), steps=decode_steps, seed=int(torch.randint(0, 2**31, (1,), generator=gen)))
 
 
@@ -117,6 +122,9 @@ def evaluate_demo(*, model: ARModel, tok: Any, codes: Path, out: Path, per_class
     real_per_class = [accuracy(judge, x_test[y_test == c], y_test[y_test == c]) for c in range(len(CLASSES))]
     gen = torch.Generator().manual_seed(seed)
     report: dict[str, Any] = {"real_class_accuracy": real_acc, "chance": 1 / len(CLASSES)}
+    plain, pairs = held_out_samples(codes, captions=captions, edits=edits)
+    t2i_total = sum(per_class // len(t) * len(t) * len(CLASSES) for t in ([TRAIN_TEMPLATE], HELD_OUT_TEMPLATES))
+    bar = tqdm(total=t2i_total + len(plain) + len(pairs), desc="evaluate (images, captions, edits)", unit="sample")
 
     # text-to-image: training prompts, then held-out prompts
     examples = torch.stack([x_test[(y_test == c).nonzero()[0, 0]] for c in range(len(CLASSES))])
@@ -125,7 +133,7 @@ def evaluate_demo(*, model: ARModel, tok: Any, codes: Path, out: Path, per_class
         log(f"text-to-image, {name} prompts: {n * len(templates)} samples per class")
         prompts = [t.format(NAMES[c]) for c in range(len(CLASSES)) for t in templates]
         images = text_to_image(model, tok, prompts, num=n, guidance=guidance, sampling=sampling, gen=gen,
-                               decode_steps=decode_steps)
+                               decode_steps=decode_steps, progress=bar)
         want = torch.arange(len(CLASSES)).repeat_interleave(n * len(templates))
         pred = predict(judge, images)
         correct = [int(((pred == want) & (want == c)).sum()) for c in range(len(CLASSES))]
@@ -140,13 +148,13 @@ def evaluate_demo(*, model: ARModel, tok: Any, codes: Path, out: Path, per_class
     report["t2i_fraction_of_real"] = report["t2i_class_accuracy"] / real_acc
 
     # understanding: greedy captions of held-out test images
-    plain, pairs = held_out_samples(codes, captions=captions, edits=edits)
     v, codec = model.vocab, model.codec
     log(f"captions of {len(plain)} held-out images, edits of {len(pairs)} held-out pairs")
     texts = []
     for start in range(0, len(plain), 50):
         prompts = [S.understanding_prompt(v, s["codes"].tolist(), s["grid"]) for s in plain[start:start + 50]]
         texts += [codec.decode(ids) for ids in generate_text(model, prompts, max_new_tokens=64, sampling=GREEDY)]
+        bar.update(len(prompts))
     named = [class_named(t) for t in texts]
     labels = [s["label"] for s in plain]
     training_captions = {t.format(n) for t in TEMPLATES for n in NAMES}
@@ -173,6 +181,8 @@ def evaluate_demo(*, model: ARModel, tok: Any, codes: Path, out: Path, per_class
         none = [S.editing_prompt(v, src, sg, ins, grid, drop_text=True, drop_image=True) for src, sg, ins in args]
         outputs.append(generate_image(model, full, grid, weaker=[img_only, none], scales=[guidance, image_guidance],
                                       sampling=sampling, generator=gen))
+        bar.update(len(chunk))
+    bar.close()
     edited = decode(tok, torch.cat(outputs), steps=decode_steps, seed=seed)
     recon = decode(tok, torch.stack([s["edit"]["source"] for s in pairs]), steps=decode_steps, seed=seed)
     source = torch.stack([x_test[val_index(s["edit"]["source_key"])] for s in pairs])
