@@ -101,3 +101,26 @@ def test_two_demo_runs_from_fresh_folders_give_identical_weights(tiny_shards, tm
     # the decoder stage trained (its export differs from the tokenizer's own decoder): both stages were compared
     assert any(not torch.equal(a[k], a[k.replace("export/", "tokenizer/", 1)])
                for k in a if k.startswith("export/model") and ".decoder." in f".{k.split(':')[1]}")
+
+
+def test_two_processes_with_different_hash_seeds_train_the_same_tokenizer(tiny_shards, tmp_path):
+    """What one process cannot show: a fresh interpreter each time (another PYTHONHASHSEED, so set and dict-of-set
+    orders differ; no state left by an earlier run), as two fresh clones' `armkit demo` would be. Measured at the
+    demo's size too: two fresh `armkit demo` runs gave the same tokenizer-stage weights after 500 steps."""
+    import os
+    import subprocess
+    import sys
+
+    shards = tmp_path / "shards"
+    shutil.copytree(tiny_shards, shards, ignore=shutil.ignore_patterns("features"))
+    states = []
+    for hash_seed in ("1", "2"):
+        out = tmp_path / f"run{hash_seed}"
+        subprocess.run([sys.executable, "-m", "armkit.recipes.commands.cli", "train", "--config", str(TINY),
+                        f"--data.train={shards}", f"--data.val={shards}", "--trainer.max_steps=3",
+                        "--trainer.enable_progress_bar=false", f"--trainer.default_root_dir={out}",
+                        f"--trainer.callbacks+={CACHE}"], check=True, capture_output=True, cwd=tmp_path,
+                       env={**os.environ, "PYTHONHASHSEED": hash_seed, "OMP_NUM_THREADS": "1"})
+        states.append(torch.load(out / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+                      ["state_dict"])
+    assert_same(*states)
