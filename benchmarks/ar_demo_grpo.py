@@ -213,7 +213,7 @@ def main(argv: list[str] | None = None) -> int:
     # evaluate_demo's sizes as `armkit demo --stage ar` calls it, so its ar-demo-metrics.json is the SFT evaluation
     p.add_argument("--judge-per-class", type=int, default=8)
     p.add_argument("--judge-captions", type=int, default=200)
-    p.add_argument("--judge-edits", type=int, default=100)
+    p.add_argument("--judge-edits", type=int, default=200, help="held-out edit pairs (the AR demo evaluates 200)")
     p.add_argument("--sft-eval", type=Path, help="an evaluate_demo JSON of --sft at these sizes (the demo's "
                    "runs/demo-ar/ar-demo-metrics.json; its grids beside it) instead of evaluating it again")
     p.add_argument("--summary-only", action="store_true", help="only summarise the seeds' folders already in OUT")
