@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, fields
-from functools import cache
+from functools import cache, partial
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +23,7 @@ import torch
 
 from armkit.backbones import sequence as S
 from armkit.backbones.ar import ARModel
+from armkit.recipes.training.schedule import lr_factor
 
 MAX_TEXT = 64  # caption bytes kept
 KEYS = ("ar_probe_nll_bits", "ar_probe_nll_bits_per_token", "ar_probe_class_accuracy")
@@ -120,12 +121,8 @@ def train_probe(model: ARModel, codes: torch.Tensor, texts: list[list[int]], gri
     gen = torch.Generator().manual_seed(p.seed)
     opt = torch.optim.AdamW(model.parameters(), lr=p.lr, betas=(0.9, 0.95), weight_decay=0.0)
     warm = max(1, p.steps // 10)
-
-    def factor(s: int) -> float:
-        done = min(1.0, max(0, s - warm) / max(1, p.steps - warm))
-        return min(1.0, (s + 1) / warm) * (0.1 + 0.45 * (1 + math.cos(math.pi * done)))
-
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
+    sched = torch.optim.lr_scheduler.LambdaLR(  # the recipes' own schedule: warmup, then cosine to 0.1 at the end
+        opt, partial(lr_factor, warmup_steps=warm, cosine_steps=p.steps - warm))
     model.train()
     losses = []
     with torch.enable_grad():
